@@ -1,0 +1,1 @@
+"""Serving patterns: how a trained model answers requests."""

@@ -1,0 +1,90 @@
+"""The project's command line, behind the Makefile: list the catalogue, run a pattern.
+
+    python -m shared.cli list
+    python -m shared.cli run web-single          # Docker when an engine answers, else local mode
+    python -m shared.cli run web-single --local  # local mode even with Docker
+"""
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+from types import FrameType
+
+from shared.catalogue import Entry, entries, find
+from shared.localmode import LocalModeError, LocalPattern
+
+
+def print_list() -> None:
+    rows = [(e.id, e.category, e.slug, e.status, e.summary) for e in entries()]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+
+
+def docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        probe = subprocess.run(["docker", "info"], capture_output=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return False
+    return probe.returncode == 0
+
+
+def run(entry: Entry, local: bool) -> int:
+    compose = entry.path / "compose.yaml"
+    if not local and docker_answers():
+        print(f"Docker mode: docker compose -f {compose.relative_to(entry.path.parents[1])} up --build")
+        return subprocess.call(["docker", "compose", "-f", str(compose), "up", "--build"])
+    print(f"Local mode: {entry.name} from {entry.folder}/compose.yaml (Ctrl-C stops everything)")
+    pattern = LocalPattern(entry.path, echo=sys.stdout)
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        pattern.start()
+        print(f"{entry.name} is up: " + ", ".join(
+            f"{name} {pattern.url(name)}" for name, ports in pattern.addresses.ports.items() if ports
+        ))
+        return pattern.wait()
+    except KeyboardInterrupt:
+        return 0
+    except LocalModeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        pattern.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="every catalogue entry with its folder and status")
+    run_parser = commands.add_parser("run", help="start a pattern in the foreground")
+    run_parser.add_argument("pattern")
+    run_parser.add_argument("--local", action="store_true", help="local mode even with Docker")
+    resolve = commands.add_parser("resolve", help="print the folder a PATTERN value names")
+    resolve.add_argument("pattern")
+    args = parser.parse_args()
+
+    if args.command == "list":
+        print_list()
+        return 0
+    entry = find(args.pattern)
+    if entry is None or not entry.implemented:
+        reason = "is planned, not implemented yet" if entry else "is not a pattern"
+        print(f"error: PATTERN={args.pattern} {reason}. The catalogue:\n", file=sys.stderr)
+        print_list()
+        return 2
+    if args.command == "resolve":
+        print(entry.folder)
+        return 0
+    return run(entry, args.local)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

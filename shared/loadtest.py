@@ -1,0 +1,95 @@
+"""`make load`: Locust, headless, against a running pattern; pass or fail against its SLO.
+
+A pattern's locustfile.py declares its SLO with `enforce_slo(SLO(...))` and its users. This
+module finds the locustfile and the pattern's published port, runs Locust, and writes an HTML
+report to reports/<pattern>-load.html. Exit code 0 only when every SLO bound holds.
+
+    python -m shared.loadtest web-single --users 32 --duration 30s
+"""
+
+import argparse
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from shared.catalogue import REPO_ROOT, find
+from shared.localmode import interpolate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SLO:
+    p99_ms: float  # 99th percentile of response time, all requests
+    max_error_rate: float  # failed requests / all requests
+    min_rps: float  # requests per second over the run
+
+
+def slo_breaches(slo: SLO, p99_ms: float, error_rate: float, rps: float) -> list[str]:
+    breaches = []
+    if p99_ms > slo.p99_ms:
+        breaches.append(f"p99 {p99_ms:.0f} ms > {slo.p99_ms:.0f} ms")
+    if error_rate > slo.max_error_rate:
+        breaches.append(f"error rate {error_rate:.2%} > {slo.max_error_rate:.2%}")
+    if rps < slo.min_rps:
+        breaches.append(f"throughput {rps:.0f} req/s < {slo.min_rps:.0f} req/s")
+    return breaches
+
+
+def enforce_slo(slo: SLO) -> None:
+    """Make the Locust run exit non-zero when the SLO is broken (call from a locustfile)."""
+    from locust import events
+
+    @events.quitting.add_listener
+    def check(environment: Any, **kwargs: Any) -> None:
+        total = environment.stats.total
+        error_rate = total.num_failures / total.num_requests if total.num_requests else 1.0
+        p99 = total.get_response_time_percentile(0.99) or 0.0
+        breaches = slo_breaches(slo, p99, error_rate, total.total_rps)
+        verdict = "SLO met" if not breaches else "SLO broken: " + "; ".join(breaches)
+        logger.warning(
+            "%s (p99 %.0f ms, error rate %.2f%%, %.0f req/s over %d requests)",
+            verdict, p99, error_rate * 100, total.total_rps, total.num_requests,
+        )
+        environment.process_exit_code = 1 if breaches else 0
+
+
+def entry_url(folder: Path) -> str:
+    """http://127.0.0.1:<published port> of the pattern's entry service (compose `ports`)."""
+    services = yaml.safe_load((folder / "compose.yaml").read_text())["services"]
+    for service in services.values():
+        for spec in service.get("ports", []):
+            published = interpolate(str(spec), {}).split(":")[-2]
+            return f"http://127.0.0.1:{published}"
+    raise SystemExit(f"{folder}/compose.yaml publishes no port to load")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pattern")
+    parser.add_argument("--host", help="base URL (default: the pattern's published port)")
+    parser.add_argument("--users", type=int, default=32)
+    parser.add_argument("--duration", default="30s")
+    args = parser.parse_args()
+    entry = find(args.pattern)
+    if entry is None or not (entry.path / "locustfile.py").exists():
+        raise SystemExit(f"no locustfile for PATTERN={args.pattern}")
+    report = REPO_ROOT / "reports" / f"{entry.slug}-load.html"
+    report.parent.mkdir(exist_ok=True)
+    command = [
+        sys.executable, "-m", "locust", "-f", str(entry.path / "locustfile.py"), "--headless",
+        "--users", str(args.users), "--spawn-rate", str(args.users), "--run-time", args.duration,
+        "--host", args.host or entry_url(entry.path), "--html", str(report), "--only-summary",
+    ]
+    code = subprocess.call(command, cwd=REPO_ROOT)
+    print(f"report: {report.relative_to(REPO_ROOT)}")  # noqa: T201
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

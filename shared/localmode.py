@@ -1,0 +1,586 @@
+"""Local mode: run a pattern's compose.yaml as local processes, without Docker.
+
+The compose file stays the single description of a pattern's services. Each service that compose
+builds from this repository runs here as a process with the same command (compose's `command`, or
+the Dockerfile's CMD), the same environment, and the same healthcheck, with these translations:
+
+- compose service hostnames become 127.0.0.1 ("http://predictor:8001" -> "http://127.0.0.1:8001");
+- every port can be moved (`ports="free"` picks free ports, an int adds an offset), and a value
+  that is exactly one of a service's own ports, or "localhost:PORT", moves with it;
+- "0.0.0.0" becomes "127.0.0.1": local mode does not listen on the network;
+- services from public images come from the machine: Redis from REDIS_URL when it answers, else
+  a private `redis-server` on a free port; PostgreSQL from DATABASE_URL (or 127.0.0.1:5432) when
+  it answers; otherwise a message saying what to install;
+- "build" means `python -m shared.training ensure`: the models the Dockerfiles bake into images.
+
+Services start in depends_on order, each waiting for its dependencies' conditions
+(service_started, service_healthy, service_completed_successfully); `deploy.replicas` starts that
+many copies. Output lines are prefixed with the service's name, as `docker compose up` does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = "compose.yaml"
+LOCALHOST = "127.0.0.1"
+
+
+class LocalModeError(RuntimeError):
+    """Something local mode cannot do; the message says what to do instead."""
+
+
+# --- reading compose.yaml --------------------------------------------------------------------
+
+_VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>\w+))")
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """Compose's variable substitution: $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, $$."""
+
+    def substitute(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("name") or match.group("bare")
+        value = variables.get(name)
+        op, arg = match.group("op"), match.group("arg")
+        if op == ":-" and not value or op == "-" and value is None:
+            return interpolate(arg, variables)
+        if op in (":?", "?") and (value is None or op == ":?" and not value):
+            raise LocalModeError(f"variable {name} is required: {arg}")
+        return value or ""
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def _interpolate_tree(node: Any, variables: Mapping[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, variables)
+    if isinstance(node, list):
+        return [_interpolate_tree(item, variables) for item in node]
+    if isinstance(node, dict):
+        return {key: _interpolate_tree(value, variables) for key, value in node.items()}
+    return node
+
+
+def _as_args(command: str | list[str] | None) -> list[str]:
+    if command is None:
+        return []
+    return shlex.split(command) if isinstance(command, str) else [str(arg) for arg in command]
+
+
+def _as_env(environment: Mapping[str, Any] | list[str] | None) -> dict[str, str]:
+    if environment is None:
+        return {}
+    if isinstance(environment, list):
+        return dict(item.split("=", 1) if "=" in item else (item, "") for item in environment)
+    return {key: "" if value is None else str(value) for key, value in environment.items()}
+
+
+def _container_port(spec: str | int | dict[str, Any]) -> int:
+    if isinstance(spec, dict):
+        return int(spec["target"])
+    return int(str(spec).split("/")[0].rsplit(":", 1)[-1])
+
+
+def _seconds(duration: str | None, default: float) -> float:
+    """Compose durations such as 1m30s, 5s or 500ms."""
+    if not duration:
+        return default
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, "us": 1e-6}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|us|h|m|s)", duration))
+
+
+def dockerfile_instruction(dockerfile: Path, instruction: str) -> list[str]:
+    """The exec-form arguments of the last CMD or HEALTHCHECK ... CMD of a Dockerfile."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    found: list[str] = []
+    for line in text.splitlines():
+        words = line.strip().split(None, 1)
+        if len(words) == 2 and words[0].upper() == instruction:
+            rest = words[1]
+            if instruction == "HEALTHCHECK":
+                rest = rest[rest.upper().find("CMD") + 3 :] if "CMD" in rest.upper() else ""
+                rest = re.sub(r"^\s*", "", rest)
+            with contextlib.suppress(json.JSONDecodeError):
+                found = json.loads(rest)
+    return found
+
+
+@dataclass
+class Service:
+    name: str
+    image: str | None
+    command: list[str]
+    environment: dict[str, str]
+    ports: list[int]
+    healthcheck: list[str]
+    health_interval: float
+    health_timeout: float
+    health_deadline: float
+    depends_on: dict[str, str]
+    replicas: int
+
+    @property
+    def builds(self) -> bool:
+        return self.image is None
+
+
+def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]:
+    raw = _interpolate_tree(yaml.safe_load(path.read_text()), variables)
+    services: dict[str, Service] = {}
+    for name, spec in raw["services"].items():
+        build = spec.get("build")
+        image = None if build else spec.get("image")
+        if build is None and image is None:
+            raise LocalModeError(f"service {name} has neither build nor image")
+        command = _as_args(spec.get("command"))
+        health = spec.get("healthcheck") or {}
+        test = health.get("test", [])
+        dockerfile = None
+        if build:
+            context = path.parent / (build if isinstance(build, str) else build.get("context", "."))
+            dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+            command = command or dockerfile_instruction(dockerfile, "CMD")
+            if not test and dockerfile.exists():
+                test = ["CMD", *dockerfile_instruction(dockerfile, "HEALTHCHECK")]
+        if isinstance(test, str):
+            test = ["CMD-SHELL", test]
+        if test and test[0] == "CMD-SHELL":
+            test = ["sh", "-c", test[1]]
+        elif test and test[0] == "CMD":
+            test = test[1:]
+        elif test and test[0] == "NONE":
+            test = []
+        if build and not command:
+            raise LocalModeError(f"service {name}: no command in compose and no CMD in {dockerfile}")
+        depends = spec.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {dep: {"condition": "service_started"} for dep in depends}
+        ports = [_container_port(p) for p in spec.get("ports", [])]
+        ports += [int(str(p).split("/")[0]) for p in spec.get("expose", []) if int(str(p).split("/")[0]) not in ports]
+        interval = _seconds(health.get("interval"), 30.0)
+        services[name] = Service(
+            name=name,
+            image=image,
+            command=command,
+            environment=_as_env(spec.get("environment")),
+            ports=ports,
+            healthcheck=list(test),
+            health_interval=interval,
+            health_timeout=_seconds(health.get("timeout"), 30.0),
+            # Compose gives up after start_period + retries * interval; a cold start on a busy
+            # machine (CI) needs at least a minute.
+            health_deadline=max(
+                60.0, _seconds(health.get("start_period"), 0.0) + interval * int(health.get("retries", 3))
+            ),
+            depends_on={dep: cond.get("condition", "service_started") for dep, cond in depends.items()},
+            replicas=int((spec.get("deploy") or {}).get("replicas", 1)),
+        )
+    return services
+
+
+def start_order(services: Mapping[str, Service]) -> list[str]:
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise LocalModeError(f"depends_on cycle through {name}")
+        if name not in services:
+            raise LocalModeError(f"depends_on names unknown service {name}")
+        visiting.add(name)
+        for dep in services[name].depends_on:
+            visit(dep)
+        order.append(name)
+
+    for name in services:
+        visit(name)
+    return order
+
+
+# --- translating addresses -------------------------------------------------------------------
+
+
+@dataclass
+class AddressBook:
+    """Where each compose service is reachable from this machine."""
+
+    ports: dict[str, dict[int, int]] = field(default_factory=dict)  # service -> container -> local
+    urls: dict[str, str] = field(default_factory=dict)  # infrastructure service -> its real URL
+
+    def _host_port(self, service: str, port: int) -> str | None:
+        if service in self.urls:
+            netloc = urlsplit(self.urls[service]).netloc
+            return netloc.rsplit("@", 1)[-1]
+        local = self.ports.get(service, {}).get(port)
+        return f"{LOCALHOST}:{local}" if local else None
+
+    def translate(self, value: str, own: str) -> str:
+        own_ports = self.ports.get(own, {})
+        if value.isdigit() and int(value) in own_ports:
+            return str(own_ports[int(value)])
+        if value == "0.0.0.0":
+            return LOCALHOST
+        url = urlsplit(value) if "://" in value else None
+        if url and url.hostname in self.urls:  # a database URL: take the machine's credentials too
+            real = urlsplit(self.urls[url.hostname])
+            path = real.path if real.path not in ("", "/") else url.path
+            return urlunsplit((url.scheme, real.netloc, path, url.query, url.fragment))
+
+        def host_port(match: re.Match[str]) -> str:
+            host, port = match.group(1), int(match.group(2))
+            service = own if host in ("localhost", LOCALHOST, "0.0.0.0") else host
+            return self._host_port(service, port) or match.group(0)
+
+        return re.sub(r"(?<![\w.-])([A-Za-z][\w.-]*|127\.0\.0\.1|0\.0\.0\.0):(\d+)\b", host_port, value)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout):
+        return True
+    return False
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+class Process:
+    """One running copy of a service, its output prefixed and kept (the last lines) for tests."""
+
+    def __init__(
+        self, name: str, args: list[str], env: dict[str, str], echo: TextIO | None, cwd: Path
+    ) -> None:
+        self.name = name
+        self.lines: deque[str] = deque(maxlen=2000)
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            bufsize=1,
+            start_new_session=True,  # its own process group: stopping it stops its children too
+        )
+        self._reader = threading.Thread(target=self._read, args=(echo,), daemon=True)
+        self._reader.start()
+
+    def _read(self, echo: TextIO | None) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            line = line.rstrip("\n")
+            self.lines.append(line)
+            if echo is not None:
+                echo.write(f"{self.name:<14}| {line}\n")
+                echo.flush()
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.popen.wait()
+        # Children that outlived their parent (a pool worker) go with the group.
+        self.signal(signal.SIGKILL)
+        self._reader.join(timeout=2)
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+
+class RedisServer:
+    """A private redis-server, started from the compose service's own command line."""
+
+    def __init__(self, args: list[str], echo: TextIO | None) -> None:
+        if not shutil.which("redis-server"):
+            raise LocalModeError(
+                "this pattern needs Redis: set REDIS_URL to a Redis server that answers, or "
+                "install redis-server (Debian: apt-get install redis-server; macOS: brew install redis)"
+            )
+        self.port = free_port()
+        self.dir = tempfile.mkdtemp(prefix="localmode-redis-")
+        extra = args[1:] if args[:1] == ["redis-server"] else []
+        self.args = ["redis-server", *extra, "--port", str(self.port), "--bind", LOCALHOST,
+                     "--dir", self.dir, "--daemonize", "no", "--save", ""]
+        self.echo = echo
+        self.process: Process | None = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOCALHOST}:{self.port}"
+
+    def start(self) -> None:
+        self.process = Process("redis", self.args, dict(os.environ), self.echo, REPO_ROOT)
+        deadline = time.monotonic() + 10
+        while not _answers(LOCALHOST, self.port, 0.2):
+            if not self.process.alive() or time.monotonic() > deadline:
+                raise LocalModeError(f"redis-server did not start:\n{self.process.output()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _machine_url(url: str | None) -> str | None:
+    """The URL, if a server answers there."""
+    if url:
+        parts = urlsplit(url)
+        if parts.hostname and _answers(parts.hostname, parts.port or 0):
+            return url
+    return None
+
+
+# --- the pattern -----------------------------------------------------------------------------
+
+
+class LocalPattern:
+    """A pattern running as local processes. Use as a context manager; stop() ends everything.
+
+    ports: "fixed" keeps compose's ports, "free" picks free ones (parallel tests), an int
+    shifts every port by that much. variables: what the shell would give compose for ${VAR}
+    substitution (defaults to this process's environment).
+    """
+
+    def __init__(
+        self,
+        pattern_dir: str | Path,
+        ports: str | int = "fixed",
+        variables: Mapping[str, str] | None = None,
+        echo: TextIO | None = None,
+        build: bool = True,
+    ) -> None:
+        self.dir = Path(pattern_dir).resolve()
+        self.variables = dict(os.environ if variables is None else variables)
+        self.services = load_compose(self.dir / COMPOSE_FILE, self.variables)
+        self.order = start_order(self.services)
+        self.echo = echo
+        self.build = build
+        self.addresses = AddressBook()
+        for name, service in self.services.items():
+            if service.builds:
+                self.addresses.ports[name] = {p: self._place(p, ports) for p in service.ports}
+        self.processes: dict[str, list[Process]] = {name: [] for name in self.services}
+        self.redis: dict[str, RedisServer] = {}
+        self._stopped = False
+
+    @staticmethod
+    def _place(port: int, ports: str | int) -> int:
+        if ports == "fixed":
+            return port
+        if ports == "free":
+            return free_port()
+        return port + int(ports)
+
+    # Public API -----------------------------------------------------------------------------
+
+    def __enter__(self) -> LocalPattern:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        if self.build:
+            self._build()
+        for name in self.order:
+            service = self.services[name]
+            for dep, condition in service.depends_on.items():
+                self._wait_for(dep, condition)
+            if service.builds:
+                for _ in range(service.replicas):
+                    self.start_replica(name)
+            else:
+                self._provide(service)
+        # Up means healthy, as `docker compose up --wait` has it.
+        for name in self.order:
+            if self.services[name].builds and self.services[name].healthcheck:
+                for index in range(len(self.processes[name])):
+                    self.wait_healthy(name, index)
+
+    def url(self, service: str, port: int | None = None) -> str:
+        """http://127.0.0.1:PORT of a service (its first port unless one is named)."""
+        ports = self.addresses.ports[service]
+        return f"http://{LOCALHOST}:{ports[port if port is not None else next(iter(ports))]}"
+
+    def service_url(self, service: str) -> str:
+        """The real URL of an infrastructure service (redis://..., postgresql://...)."""
+        return self.addresses.urls[service]
+
+    def start_replica(self, name: str) -> Process:
+        """Start one more copy of a service (what `docker compose up --scale` adds)."""
+        service = self.services[name]
+        index = len(self.processes[name]) + 1
+        if service.ports and any(p.alive() for p in self.processes[name]):
+            raise LocalModeError(
+                f"{name} listens on a port: on one machine a second copy needs its own "
+                "LocalPattern (Docker gives each replica its own address)"
+            )
+        env = {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"),
+            "PYTHONPATH": str(REPO_ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "HOSTNAME": f"{name}-{index}",
+        }
+        env.update({k: self.addresses.translate(v, name) for k, v in service.environment.items()})
+        args = [self.addresses.translate(arg, name) for arg in service.command]
+        process = Process(f"{name}-{index}", args, env, self.echo, REPO_ROOT)
+        self.processes[name].append(process)
+        return process
+
+    def kill(self, name: str, index: int = 0, sig: int = signal.SIGKILL) -> None:
+        """Send a signal to one copy of a service (SIGKILL: it dies holding whatever it held)."""
+        process = self.processes[name][index]
+        process.signal(sig)
+        process.popen.wait(timeout=10)
+
+    def restart_infrastructure(self, name: str) -> None:
+        """Stop and start a private infrastructure server (same port, same data directory)."""
+        if name not in self.redis:
+            raise LocalModeError(f"{name} is not a private server of this run: cannot restart it")
+        self.redis[name].stop()
+        self.redis[name].start()
+
+    def stop_infrastructure(self, name: str) -> None:
+        self.redis[name].stop()
+
+    def wait_healthy(self, name: str, index: int = 0) -> None:
+        service = self.services[name]
+        process = self.processes[name][index]
+        if not service.healthcheck:
+            raise LocalModeError(f"service {name} has no healthcheck to wait for")
+        args = [self.addresses.translate(arg, name) for arg in service.healthcheck]
+        if args[0] == "python":
+            args[0] = sys.executable
+        deadline = time.monotonic() + service.health_deadline
+        while True:
+            if not process.alive():
+                raise LocalModeError(
+                    f"{process.name} exited with {process.popen.returncode} before it was "
+                    f"healthy:\n{process.output()}"
+                )
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                check = subprocess.run(
+                    args, cwd=REPO_ROOT, capture_output=True, timeout=service.health_timeout,
+                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                )
+                if check.returncode == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise LocalModeError(f"{process.name} not healthy in time:\n{process.output()}")
+            time.sleep(0.2)
+
+    def logs(self, name: str) -> str:
+        return "\n\n".join(p.output() for p in self.processes[name])
+
+    def wait(self) -> int:
+        """Block until every service process has exited (or Ctrl-C); the worst exit code."""
+        codes = [p.popen.wait() for procs in self.processes.values() for p in procs]
+        return max((abs(code) for code in codes), default=0)
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        for name in reversed(self.order):
+            for process in self.processes.get(name, []):
+                process.stop()
+        for server in self.redis.values():
+            server.close()
+
+    # Inside ---------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "shared.training", "ensure"],
+            cwd=REPO_ROOT, check=True, capture_output=self.echo is None,
+        )
+
+    def _wait_for(self, name: str, condition: str) -> None:
+        if not self.services[name].builds:
+            return  # provided from the machine, answering before we go on
+        for index, process in enumerate(self.processes[name]):
+            if condition == "service_healthy":
+                self.wait_healthy(name, index)
+            elif condition == "service_completed_successfully":
+                code = process.popen.wait()
+                if code != 0:
+                    raise LocalModeError(f"{process.name} exited with {code}:\n{process.output()}")
+
+    def _provide(self, service: Service) -> None:
+        image = (service.image or "").split("/")[-1]
+        if image.startswith("redis"):
+            url = _machine_url(self.variables.get("REDIS_URL"))
+            if url is None:
+                server = RedisServer(service.command, self.echo)
+                self.redis[service.name] = server
+                url = server.url
+        elif image.startswith("postgres"):
+            default = f"postgresql://postgres@{LOCALHOST}:5432/postgres"
+            url = _machine_url(self.variables.get("DATABASE_URL") or default)
+            if url is None:
+                raise LocalModeError(
+                    "this pattern needs PostgreSQL: set DATABASE_URL to one that answers, or "
+                    "install and start one on 127.0.0.1:5432 (Debian: apt-get install postgresql)"
+                )
+        else:
+            raise LocalModeError(f"local mode cannot provide image {service.image}; use Docker")
+        self.addresses.urls[service.name] = url
+

@@ -1,0 +1,93 @@
+"""Serve an exported model: its card (model.json) and an onnxruntime session, loaded off-loop."""
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What model.json says about the model: the API contract's /metadata comes from here."""
+
+    name: str
+    version: str
+    labels: list[str]
+    feature_names: list[str]
+    sample_input: list[list[float]]
+    extra: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: Path) -> "ModelCard":
+        raw = json.loads(path.read_text())
+        fields = {k: raw.pop(k) for k in ("name", "version", "labels", "feature_names")}
+        return cls(**fields, sample_input=raw.pop("sample_input"), extra=raw)
+
+
+class Predictor:
+    """An onnxruntime session over a classifier exported with zipmap off (label, probabilities)."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        model_dir = Path(model_dir)
+        self.card = ModelCard.read(model_dir / "model.json")
+        options = ort.SessionOptions()
+        # Small models answer in microseconds; thread pools would only add hand-off latency and
+        # fight the web server for the machine's cores.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self._input = self.session.get_inputs()[0].name
+        self._probabilities = self.session.get_outputs()[1].name
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities, one row per input row, columns in card.labels order."""
+        out: np.ndarray = self.session.run([self._probabilities], {self._input: rows})[0]
+        return out
+
+    def predict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
+        """Per row, the label and the probability of every class (the API contract's shape)."""
+        proba = self.predict_proba(np.asarray(rows, dtype=np.float32))
+        labels = self.card.labels
+        return [
+            {"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))}
+            for p in proba
+        ]
+
+
+class ModelSlot:
+    """The model a service is serving, or why it has none yet (readiness reads this).
+
+    Loading runs in a thread and retries until the files are there, so the service answers
+    /health at once, is not ready while it loads, and recovers by itself once the model appears.
+    """
+
+    def __init__(self, model_dir: str | Path, retry_seconds: float = 1.0) -> None:
+        self.model_dir = Path(model_dir)
+        self.retry_seconds = retry_seconds
+        self.predictor: Predictor | None = None
+        self.not_ready_reason = f"model loading from {self.model_dir}"
+
+    async def load(self) -> None:
+        while self.predictor is None:
+            try:
+                self.predictor = await asyncio.to_thread(Predictor, self.model_dir)
+            # Whatever stops the load (missing file, bad bytes) leaves the service not ready, with
+            # the reason in /ready, and is tried again: the file may still be on its way.
+            except Exception as exc:
+                self.not_ready_reason = f"model not loadable from {self.model_dir}: {exc}"
+                logger.warning(self.not_ready_reason)
+                await asyncio.sleep(self.retry_seconds)
+        card = self.predictor.card
+        logger.info("model %s %s loaded from %s", card.name, card.version, self.model_dir)
+
+    def readiness(self) -> str | None:
+        return None if self.predictor else self.not_ready_reason

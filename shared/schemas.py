@@ -1,0 +1,107 @@
+"""The request and response bodies of the API contract every prediction service keeps."""
+
+from typing import Annotated, Any, TypeVar
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+
+Row = Annotated[list[FiniteFloat], Field(min_length=1)]
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}]},
+    )
+
+    data: list[Row] = Field(min_length=1, description="One or more rows of raw feature values")
+
+
+class Prediction(BaseModel):
+    label: str
+    probabilities: dict[str, float]
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [
+                        {
+                            "label": "setosa",
+                            "probabilities": {
+                                "setosa": 0.98,
+                                "versicolor": 0.02,
+                                "virginica": 0.0,
+                            },
+                        }
+                    ],
+                    "model_version": "1.0.0",
+                    "request_id": "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d",
+                }
+            ]
+        }
+    )
+
+    predictions: list[Prediction]
+    model_version: str
+    request_id: str
+
+
+class Metadata(BaseModel):
+    model_name: str
+    model_version: str
+    feature_names: list[str]
+    labels: list[str]
+    input_schema: dict[str, Any]
+    sample_input: dict[str, Any]
+    extra: dict[str, Any] = {}
+
+
+def check_rows(data: list[list[float]], feature_names: list[str], max_rows: int) -> None:
+    """422 naming the problem when the rows don't fit the model: too many, or the wrong width."""
+    errors: list[dict[str, Any]] = []
+    if len(data) > max_rows:
+        errors.append(
+            {
+                "type": "too_long",
+                "loc": ("body", "data"),
+                "msg": f"at most {max_rows} rows per request, got {len(data)}",
+                "input": len(data),
+            }
+        )
+    n = len(feature_names)
+    for i, row in enumerate(data):
+        if len(row) != n:
+            errors.append(
+                {
+                    "type": "value_error",
+                    "loc": ("body", "data", i),
+                    "msg": f"expected {n} features ({', '.join(feature_names)}), got {len(row)}",
+                    "input": row,
+                }
+            )
+            if len(errors) >= 10:  # enough to name the problem, not a copy of a huge body
+                break
+    if errors:
+        raise RequestValidationError(errors)
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def parse_body(body: bytes, model: type[Body]) -> Body:
+    """Validate a raw JSON body straight from bytes, with FastAPI's 422 shape on failure.
+
+    The hot path of a model server: pydantic parses the bytes in one call, which costs about a
+    quarter of what FastAPI's body dependency does for a one-row request. Declare the body in
+    OpenAPI with `shared.service.add_hot_route`.
+    """
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
+        ) from None
+
