@@ -281,6 +281,7 @@ class Process:
         self, name: str, args: list[str], env: dict[str, str], echo: TextIO | None, cwd: Path
     ) -> None:
         self.name = name
+        self.env = env
         self.lines: deque[str] = deque(maxlen=2000)
         self.popen = subprocess.Popen(
             args,
@@ -517,9 +518,10 @@ class LocalPattern:
                     f"healthy:\n{process.output()}"
                 )
             with contextlib.suppress(subprocess.TimeoutExpired):
+                # Inside the container, with the service's own environment.
                 check = subprocess.run(
                     args, cwd=REPO_ROOT, capture_output=True, timeout=service.health_timeout,
-                    env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                    env=process.env,
                 )
                 if check.returncode == 0:
                     return
