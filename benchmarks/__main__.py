@@ -1,7 +1,7 @@
 """Run every benchmark (or the one a pattern names) and print its figures.
 
-    python -m benchmarks              # all
-    python -m benchmarks web-single   # one
+python -m benchmarks              # all
+python -m benchmarks web-single   # one
 """
 
 import importlib
@@ -16,19 +16,26 @@ import benchmarks
 
 def machine() -> str:
     cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
         platform.processor() or "unknown CPU",
     )
-    return f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, {platform.system()}"
+    )
 
 
 def main() -> int:
     wanted = sys.argv[1].replace("-", "_") if len(sys.argv) > 1 else None
     # Modules with a main() are benchmarks; the rest (wrk helpers, baseline apps) serve them.
     every = [
-        m.name for m in pkgutil.iter_modules(benchmarks.__path__)
-        if not m.name.startswith("_") and hasattr(importlib.import_module(f"benchmarks.{m.name}"), "main")
+        m.name
+        for m in pkgutil.iter_modules(benchmarks.__path__)
+        if not m.name.startswith("_")
+        and hasattr(importlib.import_module(f"benchmarks.{m.name}"), "main")
     ]
     names = [n for n in every if wanted is None or n == wanted]
     if not names:

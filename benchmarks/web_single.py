@@ -23,7 +23,10 @@ BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.post(url, content=BODY, headers={"content-type": "application/json"}).status_code == 200
+        return (
+            httpx.post(url, content=BODY, headers={"content-type": "application/json"}).status_code
+            == 200
+        )
     except httpx.HTTPError:
         return False
 
@@ -31,8 +34,17 @@ def _answers(url: str) -> bool:
 def main() -> bool:
     port = free_port()
     baseline = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "benchmarks.constant_app:app", "--port", str(port),
-         "--no-access-log", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.constant_app:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
         cwd=REPO_ROOT,
     )
     constant_url = f"http://127.0.0.1:{port}/predict"

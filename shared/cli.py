@@ -1,8 +1,8 @@
 """The project's command line, behind the Makefile: list the catalogue, run a pattern.
 
-    python -m shared.cli list
-    python -m shared.cli run web-single          # Docker when an engine answers, else local mode
-    python -m shared.cli run web-single --local  # local mode even with Docker
+python -m shared.cli list
+python -m shared.cli run web-single          # Docker when an engine answers, else local mode
+python -m shared.cli run web-single --local  # local mode even with Docker
 """
 
 import argparse
@@ -20,7 +20,11 @@ def print_list() -> None:
     rows = [(e.id, e.category, e.slug, e.status, e.summary) for e in entries()]
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4])
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False))
+            + "  "
+            + row[4]
+        )
 
 
 def docker_answers() -> bool:
@@ -36,7 +40,7 @@ def docker_answers() -> bool:
 def run(entry: Entry, local: bool) -> int:
     compose = entry.path / "compose.yaml"
     if not local and docker_answers():
-        print(f"Docker mode: docker compose -f {compose.relative_to(entry.path.parents[1])} up --build")
+        print(f"Docker mode: docker compose -f {entry.folder}/compose.yaml up --build")
         return subprocess.call(["docker", "compose", "-f", str(compose), "up", "--build"])
     print(f"Local mode: {entry.name} from {entry.folder}/compose.yaml (Ctrl-C stops everything)")
     pattern = LocalPattern(entry.path, echo=sys.stdout)
@@ -47,9 +51,14 @@ def run(entry: Entry, local: bool) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         pattern.start()
-        print(f"{entry.name} is up: " + ", ".join(
-            f"{name} {pattern.url(name)}" for name, ports in pattern.addresses.ports.items() if ports
-        ))
+        print(
+            f"{entry.name} is up: "
+            + ", ".join(
+                f"{name} {pattern.url(name)}"
+                for name, ports in pattern.addresses.ports.items()
+                if ports
+            )
+        )
         return pattern.wait()
     except KeyboardInterrupt:
         return 0

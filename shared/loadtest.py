@@ -45,7 +45,7 @@ def enforce_slo(slo: SLO) -> None:
     """Make the Locust run exit non-zero when the SLO is broken (call from a locustfile)."""
     from locust import events
 
-    @events.quitting.add_listener
+    @events.quitting.add_listener  # type: ignore[untyped-decorator]
     def check(environment: Any, **kwargs: Any) -> None:
         total = environment.stats.total
         error_rate = total.num_failures / total.num_requests if total.num_requests else 1.0
@@ -54,7 +54,11 @@ def enforce_slo(slo: SLO) -> None:
         verdict = "SLO met" if not breaches else "SLO broken: " + "; ".join(breaches)
         logger.warning(
             "%s (p99 %.0f ms, error rate %.2f%%, %.0f req/s over %d requests)",
-            verdict, p99, error_rate * 100, total.total_rps, total.num_requests,
+            verdict,
+            p99,
+            error_rate * 100,
+            total.total_rps,
+            total.num_requests,
         )
         environment.process_exit_code = 1 if breaches else 0
 
@@ -82,9 +86,23 @@ def main() -> int:
     report = REPO_ROOT / "reports" / f"{entry.slug}-load.html"
     report.parent.mkdir(exist_ok=True)
     command = [
-        sys.executable, "-m", "locust", "-f", str(entry.path / "locustfile.py"), "--headless",
-        "--users", str(args.users), "--spawn-rate", str(args.users), "--run-time", args.duration,
-        "--host", args.host or entry_url(entry.path), "--html", str(report), "--only-summary",
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(entry.path / "locustfile.py"),
+        "--headless",
+        "--users",
+        str(args.users),
+        "--spawn-rate",
+        str(args.users),
+        "--run-time",
+        args.duration,
+        "--host",
+        args.host or entry_url(entry.path),
+        "--html",
+        str(report),
+        "--only-summary",
     ]
     code = subprocess.call(command, cwd=REPO_ROOT)
     print(f"report: {report.relative_to(REPO_ROOT)}")  # noqa: T201

@@ -94,14 +94,17 @@ def _as_env(environment: Mapping[str, Any] | list[str] | None) -> dict[str, str]
     if environment is None:
         return {}
     if isinstance(environment, list):
-        return dict(item.split("=", 1) if "=" in item else (item, "") for item in environment)
+        pairs = (item.partition("=") for item in environment)
+        return {key: value for key, _, value in pairs}
     return {key: "" if value is None else str(value) for key, value in environment.items()}
 
 
-def _container_port(spec: str | int | dict[str, Any]) -> int:
+def _port_pair(spec: str | int | dict[str, Any]) -> tuple[int, int]:
+    """(container port, published port) of a compose `ports` entry."""
     if isinstance(spec, dict):
-        return int(spec["target"])
-    return int(str(spec).split("/")[0].rsplit(":", 1)[-1])
+        return int(spec["target"]), int(spec.get("published") or spec["target"])
+    parts = str(spec).split("/")[0].split(":")
+    return int(parts[-1]), int(parts[-2] if len(parts) > 1 else parts[-1])
 
 
 def _seconds(duration: str | None, default: float) -> float:
@@ -134,7 +137,7 @@ class Service:
     image: str | None
     command: list[str]
     environment: dict[str, str]
-    ports: list[int]
+    ports: dict[int, int]  # container port -> published port (itself for `expose`)
     healthcheck: list[str]
     health_interval: float
     health_timeout: float
@@ -161,7 +164,9 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
         dockerfile = None
         if build:
             context = path.parent / (build if isinstance(build, str) else build.get("context", "."))
-            dockerfile = context / (build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile")
+            dockerfile = context / (
+                build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            )
             command = command or dockerfile_instruction(dockerfile, "CMD")
             if not test and dockerfile.exists():
                 test = ["CMD", *dockerfile_instruction(dockerfile, "HEALTHCHECK")]
@@ -174,12 +179,16 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
         elif test and test[0] == "NONE":
             test = []
         if build and not command:
-            raise LocalModeError(f"service {name}: no command in compose and no CMD in {dockerfile}")
+            raise LocalModeError(
+                f"service {name}: no command in compose and no CMD in {dockerfile}"
+            )
         depends = spec.get("depends_on") or {}
         if isinstance(depends, list):
             depends = {dep: {"condition": "service_started"} for dep in depends}
-        ports = [_container_port(p) for p in spec.get("ports", [])]
-        ports += [int(str(p).split("/")[0]) for p in spec.get("expose", []) if int(str(p).split("/")[0]) not in ports]
+        ports = {
+            int(str(p).split("/")[0]): int(str(p).split("/")[0]) for p in spec.get("expose", [])
+        }
+        ports.update(_port_pair(p) for p in spec.get("ports", []))
         interval = _seconds(health.get("interval"), 30.0)
         services[name] = Service(
             name=name,
@@ -193,9 +202,13 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
             # Compose gives up after start_period + retries * interval; a cold start on a busy
             # machine (CI) needs at least a minute.
             health_deadline=max(
-                60.0, _seconds(health.get("start_period"), 0.0) + interval * int(health.get("retries", 3))
+                60.0,
+                _seconds(health.get("start_period"), 0.0)
+                + interval * int(health.get("retries", 3)),
             ),
-            depends_on={dep: cond.get("condition", "service_started") for dep, cond in depends.items()},
+            depends_on={
+                dep: cond.get("condition", "service_started") for dep, cond in depends.items()
+            },
             replicas=int((spec.get("deploy") or {}).get("replicas", 1)),
         )
     return services
@@ -256,13 +269,25 @@ class AddressBook:
             service = own if host in ("localhost", LOCALHOST, "0.0.0.0") else host
             return self._host_port(service, port) or match.group(0)
 
-        return re.sub(r"(?<![\w.-])([A-Za-z][\w.-]*|127\.0\.0\.1|0\.0\.0\.0):(\d+)\b", host_port, value)
+        return re.sub(
+            r"(?<![\w.-])([A-Za-z][\w.-]*|127\.0\.0\.1|0\.0\.0\.0):(\d+)\b", host_port, value
+        )
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOCALHOST, 0))
         return int(sock.getsockname()[1])
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind((LOCALHOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -341,13 +366,26 @@ class RedisServer:
         if not shutil.which("redis-server"):
             raise LocalModeError(
                 "this pattern needs Redis: set REDIS_URL to a Redis server that answers, or "
-                "install redis-server (Debian: apt-get install redis-server; macOS: brew install redis)"
+                "install redis-server (Debian: apt-get install redis-server; "
+                "macOS: brew install redis)"
             )
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="localmode-redis-")
         extra = args[1:] if args[:1] == ["redis-server"] else []
-        self.args = ["redis-server", *extra, "--port", str(self.port), "--bind", LOCALHOST,
-                     "--dir", self.dir, "--daemonize", "no", "--save", ""]
+        self.args = [
+            "redis-server",
+            *extra,
+            "--port",
+            str(self.port),
+            "--bind",
+            LOCALHOST,
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
+            "--save",
+            "",
+        ]
         self.echo = echo
         self.process: Process | None = None
         self.start()
@@ -388,8 +426,9 @@ def _machine_url(url: str | None) -> str | None:
 class LocalPattern:
     """A pattern running as local processes. Use as a context manager; stop() ends everything.
 
-    ports: "fixed" keeps compose's ports, "free" picks free ones (parallel tests), an int
-    shifts every port by that much. variables: what the shell would give compose for ${VAR}
+    ports: "fixed" listens where Docker would publish (the published port, or the container
+    port of an unpublished service), "free" picks free ones (parallel tests), an int shifts
+    every port by that much. variables: what the shell would give compose for ${VAR}
     substitution (defaults to this process's environment).
     """
 
@@ -410,7 +449,10 @@ class LocalPattern:
         self.addresses = AddressBook()
         for name, service in self.services.items():
             if service.builds:
-                self.addresses.ports[name] = {p: self._place(p, ports) for p in service.ports}
+                self.addresses.ports[name] = {
+                    inside: self._place(published, ports)
+                    for inside, published in service.ports.items()
+                }
         self.processes: dict[str, list[Process]] = {name: [] for name in self.services}
         self.redis: dict[str, RedisServer] = {}
         self._stopped = False
@@ -472,6 +514,12 @@ class LocalPattern:
                 f"{name} listens on a port: on one machine a second copy needs its own "
                 "LocalPattern (Docker gives each replica its own address)"
             )
+        for port in self.addresses.ports[name].values():
+            if not _free(port):
+                raise LocalModeError(
+                    f"port {port} for {name} is taken by another program: stop it, or move "
+                    "the pattern's ports (see its compose.yaml for the variable)"
+                )
         env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
             "HOME": os.environ.get("HOME", "/tmp"),
@@ -520,7 +568,10 @@ class LocalPattern:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 # Inside the container, with the service's own environment.
                 check = subprocess.run(
-                    args, cwd=REPO_ROOT, capture_output=True, timeout=service.health_timeout,
+                    args,
+                    cwd=REPO_ROOT,
+                    capture_output=True,
+                    timeout=service.health_timeout,
                     env=process.env,
                 )
                 if check.returncode == 0:
@@ -552,7 +603,9 @@ class LocalPattern:
     def _build(self) -> None:
         subprocess.run(
             [sys.executable, "-m", "shared.training", "ensure"],
-            cwd=REPO_ROOT, check=True, capture_output=self.echo is None,
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=self.echo is None,
         )
 
     def _wait_for(self, name: str, condition: str) -> None:
@@ -585,4 +638,3 @@ class LocalPattern:
         else:
             raise LocalModeError(f"local mode cannot provide image {service.image}; use Docker")
         self.addresses.urls[service.name] = url
-

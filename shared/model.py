@@ -58,7 +58,10 @@ class Predictor:
         proba = self.predict_proba(np.asarray(rows, dtype=np.float32))
         labels = self.card.labels
         return [
-            {"label": labels[int(p.argmax())], "probabilities": dict(zip(labels, p.tolist()))}
+            {
+                "label": labels[int(p.argmax())],
+                "probabilities": dict(zip(labels, p.tolist(), strict=True)),
+            }
             for p in proba
         ]
 

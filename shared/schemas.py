@@ -104,4 +104,3 @@ def parse_body(body: bytes, model: type[Body]) -> Body:
         raise RequestValidationError(
             [{**error, "loc": ("body", *error["loc"])} for error in exc.errors()]
         ) from None
-

@@ -1,7 +1,7 @@
 """Load test of web single: one-row and ten-row predictions against one service.
 
-    make run PATTERN=web-single          # in one terminal
-    make load PATTERN=web-single         # in another: 32 users for 30 s, report in reports/
+make run PATTERN=web-single          # in one terminal
+make load PATTERN=web-single         # in another: 32 users for 30 s, report in reports/
 """
 
 import random

@@ -82,7 +82,9 @@ def test_predict_rejects_bad_input_naming_the_problem(
     assert problem in response.text
 
 
-@pytest.mark.parametrize("raw", [b'{"data": [[NaN, 3.5, 1.4, 0.2]]}', b'{"data": [[1e999, 1, 1, 1]]}'])
+@pytest.mark.parametrize(
+    "raw", [b'{"data": [[NaN, 3.5, 1.4, 0.2]]}', b'{"data": [[1e999, 1, 1, 1]]}']
+)
 def test_predict_rejects_non_finite_values(client: TestClient, raw: bytes) -> None:
     response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
 
@@ -91,7 +93,9 @@ def test_predict_rejects_non_finite_values(client: TestClient, raw: bytes) -> No
 
 
 def test_predict_rejects_malformed_json(client: TestClient) -> None:
-    response = client.post("/predict", content=b'{"data": [[5.1,', headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict", content=b'{"data": [[5.1,', headers={"content-type": "application/json"}
+    )
 
     assert response.status_code == 422
     assert "json_invalid" in response.text
@@ -108,7 +112,12 @@ def test_metadata_names_the_model_and_carries_a_sample_that_predicts(client: Tes
     metadata = client.get("/metadata").json()
 
     assert metadata["model_name"] == "iris"
-    assert metadata["feature_names"] == ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    assert metadata["feature_names"] == [
+        "sepal_length",
+        "sepal_width",
+        "petal_length",
+        "petal_width",
+    ]
     assert metadata["input_schema"]["properties"]["data"]["type"] == "array"
     assert client.post("/predict", json=metadata["sample_input"]).status_code == 200
 
@@ -118,13 +127,18 @@ def test_metrics_count_predictions(client: TestClient) -> None:
 
     metrics = client.get("/metrics").text
 
-    assert 'http_requests_total{method="POST",route="/predict",service="web-single",status="200"}' in metrics
+    assert (
+        'http_requests_total{method="POST",route="/predict",service="web-single",status="200"}'
+        in metrics
+    )
 
 
 def test_openapi_documents_predict_with_its_body_and_answer(client: TestClient) -> None:
     operation = client.get("/openapi.json").json()["paths"]["/predict"]["post"]
 
-    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("PredictRequest")
+    assert operation["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "PredictRequest"
+    )
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "PredictResponse"
     )

