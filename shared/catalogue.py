@@ -51,3 +51,15 @@ def find(name: str) -> Entry | None:
         if wanted in (entry.slug, *entry.aliases):
             return entry
     return None
+
+
+def markdown_table() -> str:
+    """The README's catalogue table: `python -m shared.catalogue` prints it."""
+    lines = ["| # | Pattern | Category | Status | What it does |", "| --- | --- | --- | --- | --- |"]
+    for e in entries():
+        lines.append(f"| {e.id} | [{e.name}]({e.folder}/) | {e.category} | {e.status} | {e.summary} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())  # noqa: T201

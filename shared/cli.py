@@ -48,6 +48,8 @@ def run(entry: Entry, local: bool) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
+    # Both, explicitly: a shell starting us in the background would have us ignore SIGINT.
+    signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     try:
         pattern.start()

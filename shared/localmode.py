@@ -299,6 +299,15 @@ def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
 # --- processes -------------------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """Linux: the service gets SIGKILL if local mode itself is killed (no orphans after kill -9)."""
+    if sys.platform == "linux":
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 class Process:
     """One running copy of a service, its output prefixed and kept (the last lines) for tests."""
 
@@ -319,6 +328,7 @@ class Process:
             errors="replace",
             bufsize=1,
             start_new_session=True,  # its own process group: stopping it stops its children too
+            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, args=(echo,), daemon=True)
         self._reader.start()

@@ -13,6 +13,7 @@ request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.__dict__.pop("color_message", None)  # uvicorn's ANSI-coloured duplicate
         return True
 
 
