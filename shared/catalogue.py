@@ -55,9 +55,14 @@ def find(name: str) -> Entry | None:
 
 def markdown_table() -> str:
     """The README's catalogue table: `python -m shared.catalogue` prints it."""
-    lines = ["| # | Pattern | Category | Status | What it does |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        "| # | Pattern | Category | Status | What it does |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for e in entries():
-        lines.append(f"| {e.id} | [{e.name}]({e.folder}/) | {e.category} | {e.status} | {e.summary} |")
+        lines.append(
+            f"| {e.id} | [{e.name}]({e.folder}/) | {e.category} | {e.status} | {e.summary} |"
+        )
     return "\n".join(lines)
 
 

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from shared.schemas import UnscorableRows
+
 logger = logging.getLogger(__name__)
 
 
@@ -56,6 +58,9 @@ class Predictor:
     def predict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
         """Per row, the label and the probability of every class (the API contract's shape)."""
         proba = self.predict_proba(np.asarray(rows, dtype=np.float32))
+        unscorable = np.flatnonzero(~np.isfinite(proba).all(axis=1))
+        if unscorable.size:
+            raise UnscorableRows(unscorable.tolist())
         labels = self.card.labels
         return [
             {

@@ -3,9 +3,28 @@
 from typing import Annotated, Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
 
-Row = Annotated[list[FiniteFloat], Field(min_length=1)]
+FLOAT32_MAX = 3.4028234e38
+
+
+def _fits_float32(value: float) -> float:
+    # Models take float32: a value beyond its range would reach the model as infinity.
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError("beyond the float32 range of the model's input (about ±3.4e38)")
+    return value
+
+
+Feature = Annotated[FiniteFloat, AfterValidator(_fits_float32)]
+Row = Annotated[list[Feature], Field(min_length=1)]
+
+
+class UnscorableRows(ValueError):
+    """Rows the model cannot score: finite inputs whose scores overflow (extreme values)."""
+
+    def __init__(self, rows: list[int]) -> None:
+        super().__init__(f"rows {rows} are out of the model's numeric range")
+        self.rows = rows
 
 
 class PredictRequest(BaseModel):

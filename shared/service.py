@@ -30,6 +30,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.logs import configure_logging, request_id_var
+from shared.schemas import UnscorableRows
 from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,19 @@ async def _too_large(limit: int, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _unscorable(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnscorableRows)
+    errors = [
+        {
+            "type": "value_error",
+            "loc": ["body", "data", row],
+            "msg": "values out of the model's numeric range",
+        }
+        for row in exc.rows
+    ]
+    return JSONResponse({"detail": errors}, status_code=422)
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # FastAPI's shape, minus the echoed "input" and "ctx" values, which can be huge or not JSON.
@@ -186,6 +200,7 @@ def create_service(
     app.state.readiness = {}
     app.add_middleware(ServiceMiddleware, service=name, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(UnscorableRows, _unscorable)
 
     @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
     async def health() -> dict[str, str]:

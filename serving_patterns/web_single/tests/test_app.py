@@ -68,6 +68,8 @@ def test_predict_scales_with_features_in_the_expected_direction(client: TestClie
         ({"data": []}, "at least 1 item"),
         ({"data": [[]]}, "at least 1 item"),
         ({"data": [SETOSA] * 6}, "at most 5 rows per request, got 6"),
+        ({"data": [[1e300, 3.5, 1.4, 0.2]]}, "beyond the float32 range"),
+        ({"data": [SETOSA, [3e38, 3e38, -3e38, 0.2]]}, "out of the model's numeric range"),
         ({"rows": [SETOSA]}, "Field required"),
         ({"data": [SETOSA], "extra": 1}, "Extra inputs are not permitted"),
         ([SETOSA], "Input should be an object"),
