@@ -138,6 +138,7 @@ class Service:
     command: list[str]
     environment: dict[str, str]
     ports: dict[int, int]  # container port -> published port (itself for `expose`)
+    published: bool  # an entry service: compose publishes its port to the host
     healthcheck: list[str]
     health_interval: float
     health_timeout: float
@@ -196,6 +197,7 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
             command=command,
             environment=_as_env(spec.get("environment")),
             ports=ports,
+            published=bool(spec.get("ports")),
             healthcheck=list(test),
             health_interval=interval,
             health_timeout=_seconds(health.get("timeout"), 30.0),

@@ -177,3 +177,15 @@ def test_wait_until_gives_up_with_what_it_waited_for() -> None:
     with pytest.raises(AssertionError, match="waiting for the moon"):
         wait_until(lambda: False, timeout=0.2, what="the moon")
     assert time.monotonic() - started < 2
+
+
+def test_list_shows_every_catalogue_entry_with_folder_and_status() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "list"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    lines = result.stdout.splitlines()
+
+    assert result.returncode == 0
+    assert len(lines) == 35
+    assert lines[0].split()[:4] == ["1.1", "serving", "web-single", "implemented"]
+    assert all(line.split()[3] in ("implemented", "planned") for line in lines)

@@ -1,0 +1,48 @@
+"""Every locustfile runs against its pattern: `make load` works for each online pattern.
+
+A short, light run (CI shares its cores with the rest of the suite), so it asserts that the
+load test runs, that nothing fails under it, and that the SLO verdict is reported; the SLO
+figures themselves are measured with `make load` on a quiet machine (each pattern's README).
+"""
+
+import subprocess
+import sys
+
+import pytest
+
+from shared.catalogue import REPO_ROOT
+from shared.testing import pattern_running
+from tests.conftest import implemented
+
+ONLINE = [entry for entry in implemented() if (entry.path / "locustfile.py").exists()]
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("entry", ONLINE, ids=lambda e: e.slug)
+def test_locustfile_runs_clean_against_the_pattern(entry) -> None:  # type: ignore[no-untyped-def]
+    with pattern_running(entry.path) as pattern:
+        entry_service = next(name for name, s in pattern.services.items() if s.published)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "shared.loadtest",
+                entry.slug,
+                "--host",
+                pattern.url(entry_service),
+                "--users",
+                "4",
+                "--duration",
+                "4s",
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    output = result.stdout + result.stderr
+    assert "SLO met" in output or "SLO broken" in output, output[-3000:]
+    assert " 0(0.00%)" in output, f"requests failed under load:\n{output[-3000:]}"
+    assert (REPO_ROOT / "reports" / f"{entry.slug}-load.html").exists()
