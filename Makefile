@@ -48,7 +48,7 @@ lint: $(STAMP) ## ruff, mypy on shared/, hadolint on every Dockerfile, every com
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint $$(git ls-files '*Dockerfile*')
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.compose-spec $$(git ls-files '*compose.yaml' docker-compose.yml)
-	$(PY) -m pytest -q -p no:randomly tests/test_layout.py
+	$(PY) -m pytest -q tests/test_layout.py
 
 bench: $(STAMP) ## the benchmarks, side by side with their baselines (PATTERN= for one)
 	@command -v wrk >/dev/null || { echo "installing wrk (load generator)"; apt-get update -qq && apt-get install -y -qq wrk; } \

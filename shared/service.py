@@ -98,11 +98,12 @@ class ServiceMiddleware:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
                 await _too_large(self.max_body_bytes, send_with_id)
             elif length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                # No declared length (chunked): count the bytes as they arrive.
-                try:
-                    await self.app(scope, _limited(receive, self.max_body_bytes), send_with_id)
-                except _BodyTooLarge:
+                # No declared length (chunked): read up to the limit before the app sees it.
+                replay = await _read_limited(receive, self.max_body_bytes)
+                if replay is None:
                     await _too_large(self.max_body_bytes, send_with_id)
+                else:
+                    await self.app(scope, replay, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
@@ -130,22 +131,32 @@ class ServiceMiddleware:
         sample[1].observe(seconds)
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    received = 0
-
-    async def receive_limited() -> Message:
-        nonlocal received
+async def _read_limited(receive: Receive, limit: int) -> Receive | None:
+    """The whole body if it fits in `limit` bytes (as a receive that replays it), else None."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
         message = await receive()
-        received += len(message.get("body", b""))
-        if received > limit:
-            raise _BodyTooLarge
-        return message
+        if message["type"] != "http.request":  # the client went away: let the app see it
+            first = message
+            break
+        size += len(message.get("body", b""))
+        if size > limit:
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            break
+    replayed = False
 
-    return receive_limited
+    async def replay() -> Message:
+        nonlocal replayed
+        if replayed:
+            return await receive()
+        replayed = True
+        return first
 
-
-class _BodyTooLarge(Exception):
-    pass
+    return replay
 
 
 async def _too_large(limit: int, send: Send) -> None:
