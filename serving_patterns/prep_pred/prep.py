@@ -1,0 +1,136 @@
+"""Preprocess service: the entry point. Raw images in; features out to pred; its answer back.
+
+The client never computes features. This service applies the preprocessing fitted with the
+model (numpy only), calls the prediction service over HTTP with the request id, and passes the
+prediction back. When pred is down, slow or refuses, prep itself stays up and says so:
+503 (down, not ready, or a version mismatch), 504 (too slow), 502 (an answer it cannot use).
+
+    uvicorn serving_patterns.prep_pred.prep:create_app --factory --port 8040
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from serving_patterns.prep_pred.preprocessing import Preprocessor, PreprocessorSlot
+from serving_patterns.prep_pred.schemas import IMAGE_SIDE, ImagesRequest, PrepResponse
+from serving_patterns.prep_pred.settings import PrepSettings
+from shared.http import service_client
+from shared.schemas import Metadata, PredictResponse
+from shared.service import create_service, not_ready
+
+logger = logging.getLogger(__name__)
+
+# Retry-After on every 503: the client may try again; nothing here needs a person to act.
+RETRY = {"Retry-After": "1"}
+
+
+def create_app(settings: PrepSettings | None = None) -> FastAPI:
+    settings = settings or PrepSettings()
+    preprocessing = PreprocessorSlot(settings.preprocess_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(preprocessing.load())
+        async with service_client(settings.pred_url, settings.pred_timeout_seconds) as pred:
+            app.state.pred = pred
+            yield
+        loading.cancel()
+
+    app = create_service("prep", settings, lifespan, description=__doc__ or "")
+    # Readiness is prep's own: its preprocessing is loaded. pred being down does not take prep
+    # out of rotation, or clients would get connection errors instead of prep's clear 503.
+    app.state.readiness["preprocessing"] = preprocessing.readiness
+
+    def loaded() -> Preprocessor:
+        if preprocessing.preprocessor is None:
+            raise not_ready(preprocessing.not_ready_reason)
+        return preprocessing.preprocessor
+
+    @app.get("/metadata", tags=["model"])
+    async def metadata() -> Metadata:
+        p = loaded()
+        return Metadata(
+            model_name=p.name,
+            model_version=p.version,
+            feature_names=[f"pixel_{r}_{c}" for r in range(IMAGE_SIDE) for c in range(IMAGE_SIDE)],
+            labels=p.labels,
+            input_schema=ImagesRequest.model_json_schema(),
+            sample_input={"data": p.sample_input},
+            extra={"model_input": p.feature_names},
+        )
+
+    @app.post(
+        "/predict",
+        tags=["model"],
+        responses={
+            400: {"description": "Body is not JSON"},
+            413: {"description": "Body too large"},
+            422: {"description": "Not images of the expected shape and range"},
+            502: {"description": "The prediction service gave an answer prep cannot use"},
+            503: {"description": "Preprocessing not loaded, or the prediction service unavailable"},
+            504: {"description": "The prediction service did not answer in time"},
+        },
+    )
+    async def predict(body: ImagesRequest) -> PrepResponse:
+        """Predict the digit in each raw 8x8 image: preprocess here, predict in pred."""
+        preprocessor = loaded()
+        if len(body.data) > settings.max_rows:
+            raise RequestValidationError(
+                [
+                    {
+                        "type": "too_long",
+                        "loc": ("body", "data"),
+                        "msg": f"at most {settings.max_rows} images per request, "
+                        f"got {len(body.data)}",
+                    }
+                ]
+            )
+        features = preprocessor.transform(body.data)
+        answer = await call_pred(app.state.pred, features.tolist(), preprocessor.version)
+        return PrepResponse(**answer.model_dump(), preprocess_version=preprocessor.version)
+
+    async def call_pred(
+        pred: httpx.AsyncClient, rows: list[list[float]], version: str
+    ) -> PredictResponse:
+        """pred's prediction, or the HTTPException that tells the client what went wrong there."""
+        try:
+            body = {"data": rows, "preprocess_version": version}
+            response = await pred.post("/predict", json=body)
+        except httpx.TimeoutException:
+            raise HTTPException(
+                504, f"prediction service did not answer within {settings.pred_timeout_seconds}s"
+            ) from None
+        except httpx.TransportError as exc:
+            # Refused, reset, closed: pred is down or restarting. The pool drops the broken
+            # connection, so the first request after pred is back succeeds with no manual step.
+            logger.warning("prediction service unreachable: %r", exc)
+            raise HTTPException(
+                503, f"prediction service unavailable ({type(exc).__name__})", RETRY
+            ) from None
+        if response.status_code == 200:
+            try:
+                return PredictResponse.model_validate_json(response.content)
+            except ValidationError:
+                raise HTTPException(502, "prediction service answered an unreadable body") from None
+        detail = _detail(response)
+        if response.status_code in (409, 503):
+            # 409: prep and pred carry different versions (mid-rollout, or a bad deploy).
+            # 503: pred is up but its model is not loaded yet. Both pass once pred catches up.
+            raise HTTPException(503, f"prediction service refused: {detail}", RETRY)
+        raise HTTPException(502, f"prediction service answered {response.status_code}: {detail}")
+
+    return app
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["detail"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]

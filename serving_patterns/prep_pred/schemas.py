@@ -1,0 +1,99 @@
+"""The two request bodies of prep-pred: raw images for prep, preprocessed features for pred.
+
+Both services import this module; it holds only pydantic models, so it pulls neither numpy nor
+onnxruntime into either image.
+"""
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.schemas import PredictResponse, Row
+
+IMAGE_SIDE = 8  # the raw input: an 8x8 grid, as scikit-learn's digits data set has them
+PIXEL_MAX = 16  # intensities are whole numbers 0..16
+
+Pixel = Annotated[int, Field(ge=0, le=PIXEL_MAX)]
+ImageRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIDE, max_length=IMAGE_SIDE)]
+Image = Annotated[list[ImageRow], Field(min_length=IMAGE_SIDE, max_length=IMAGE_SIDE)]
+
+# Digit 0 of the data set, and what the preprocessing fitted with model 1.0.0 makes of it.
+SAMPLE_IMAGE = [
+    [0, 0, 5, 13, 9, 1, 0, 0],
+    [0, 0, 13, 15, 10, 15, 5, 0],
+    [0, 3, 15, 2, 0, 11, 8, 0],
+    [0, 4, 12, 0, 0, 8, 8, 0],
+    [0, 5, 8, 0, 0, 9, 8, 0],
+    [0, 4, 11, 0, 1, 12, 7, 0],
+    [0, 2, 14, 5, 10, 12, 0, 0],
+    [0, 0, 6, 13, 10, 0, 0, 0],
+]
+SAMPLE_FEATURES = [
+    -0.159426, -1.576293, 0.970859, -1.286253, 0.834512, -0.961322, -0.593603, -0.409848,
+    -0.220025, -0.263781, -0.417573, 0.481574, -0.085459, -0.906685, -0.448408, -1.320573,
+    -0.203769, -0.22228, 0.7357, 1.181389, -0.012485, 0.174693, 0.616702, 0.162875,
+]  # fmt: skip
+
+
+class ImagesRequest(BaseModel):
+    """What the client sends to prep: raw images, nothing computed."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"data": [SAMPLE_IMAGE]}]}
+    )
+
+    data: list[Image] = Field(
+        min_length=1,
+        description=f"One or more {IMAGE_SIDE}x{IMAGE_SIDE} images of intensities 0..{PIXEL_MAX}",
+    )
+
+
+class FeaturesRequest(BaseModel):
+    """What prep sends to pred: model input, stamped with the version of the preprocessing."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"data": [SAMPLE_FEATURES], "preprocess_version": "1.0.0"}]
+        },
+    )
+
+    data: list[Row] = Field(min_length=1, description="One row of preprocessed features per input")
+    preprocess_version: str = Field(
+        max_length=64,
+        description="Version of the preprocessing that made the features; must equal the model's",
+    )
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _not_raw_images(cls, data: Any) -> Any:
+        # Raw input sent here by mistake gets a message that says so, not 64 type errors.
+        if isinstance(data, list) and any(
+            isinstance(row, list) and any(isinstance(value, list) for value in row) for row in data
+        ):
+            raise ValueError(
+                "these look like raw images: pred takes rows of preprocessed features; "
+                "send raw images to the prep service"
+            )
+        return data
+
+
+class PrepResponse(PredictResponse):
+    """pred's answer, plus the version of the preprocessing prep applied."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [
+                        {"label": "0", "probabilities": {"0": 0.999, "6": 0.001}},
+                    ],
+                    "model_version": "1.0.0",
+                    "preprocess_version": "1.0.0",
+                    "request_id": "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d",
+                }
+            ]
+        }
+    )
+
+    preprocess_version: str = Field(description="Version of the preprocessing prep applied")

@@ -1,0 +1,30 @@
+"""Settings of the two services: prep (env prefix PREP_) and pred (env prefix PRED_)."""
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ModelServiceSettings, ServiceSettings
+
+
+class PrepSettings(ServiceSettings):
+    """The preprocess service: raw images in, features out to pred."""
+
+    model_config = SettingsConfigDict(env_prefix="PREP_")
+
+    preprocess_path: str = Field(
+        "models/digits/preprocess.json",
+        description="Fitted preprocessing parameters, from the training run that made the model",
+    )
+    pred_url: str = Field("http://127.0.0.1:8041", description="Base URL of the prediction service")
+    pred_timeout_seconds: float = Field(
+        2.0, gt=0, description="Longest wait for pred (per connect, write or read); then 504"
+    )
+    max_rows: int = Field(100, gt=0, description="Most images one /predict request may carry")
+
+
+class PredSettings(ModelServiceSettings):
+    """The prediction service: preprocessed features in, predictions out (onnxruntime only)."""
+
+    model_config = SettingsConfigDict(env_prefix="PRED_")
+
+    model_dir: str = Field("models/digits", description="Directory of model.onnx and model.json")
