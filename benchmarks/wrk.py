@@ -24,7 +24,7 @@ def post(url: str, body: str, connections: int = 32, seconds: int = 10, threads:
     """POST `body` as JSON to `url` over `connections` keep-alive connections for `seconds`."""
     script = (
         'wrk.method = "POST"\n'
-        f"wrk.body = [[{body}]]\n"
+        f"wrk.body = [==[{body}]==]\n"  # a long bracket: JSON bodies hold "]]"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:

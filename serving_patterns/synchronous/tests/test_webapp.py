@@ -1,0 +1,193 @@
+"""In-process tests of the web app: the branch on the prediction, error mapping, the deadline.
+
+The follow-up choice and the mapping of the predictor's answers are pure logic, tested directly.
+Two behaviours need a predictor that misbehaves on the wire (trickling bytes) or counts its
+connections, which the real predictor cannot do: a small stdlib HTTP server stands in for it.
+"""
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+from fastapi import HTTPException
+from fastapi.testclient import TestClient
+
+from serving_patterns.synchronous.settings import WebappSettings
+from serving_patterns.synchronous.webapp import FOLLOW_UPS, create_app, follow_up, read_answer
+from shared.schemas import Prediction, PredictResponse
+
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+ANSWER = {
+    "predictions": [
+        {"label": "setosa", "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0}}
+    ],
+    "model_version": "1.0.0",
+    "request_id": "r-1",
+}
+
+
+def prediction(label: str, confidence: float) -> Prediction:
+    others = dict.fromkeys(("setosa", "versicolor", "virginica"), (1 - confidence) / 2)
+    return Prediction(label=label, probabilities={**others, label: confidence})
+
+
+@pytest.mark.parametrize(
+    ("label", "action"),
+    [("setosa", "offer_seeds"), ("versicolor", "offer_bulbs"), ("virginica", "book_nursery_visit")],
+)
+def test_follow_up_branches_on_the_predicted_class(label: str, action: str) -> None:
+    assert follow_up(prediction(label, 0.9), min_confidence=0.6).action == action
+
+
+def test_follow_up_asks_for_a_photo_when_the_prediction_is_unsure() -> None:
+    step = follow_up(prediction("virginica", 0.51), min_confidence=0.6)
+
+    assert step.action == "ask_for_photo"
+    assert "virginica (51% sure)" in step.message
+
+
+def test_follow_up_asks_for_a_photo_for_a_class_it_has_no_step_for() -> None:
+    unknown = Prediction(label="germanica", probabilities={"germanica": 0.99})
+
+    assert "germanica" not in FOLLOW_UPS
+    assert follow_up(unknown, min_confidence=0.6).action == "ask_for_photo"
+
+
+def test_read_answer_parses_a_good_answer() -> None:
+    answer = read_answer(httpx.Response(200, json=ANSWER), PredictResponse)
+
+    assert answer.predictions[0].label == "setosa"
+
+
+@pytest.mark.parametrize(
+    ("upstream", "status", "words"),
+    [
+        (httpx.Response(422, json={"detail": [{"msg": "expected 4 features"}]}), 422, "4 features"),
+        (httpx.Response(413, json={"detail": "request body larger"}), 413, "body larger"),
+        (httpx.Response(503, json={"detail": "model loading"}), 503, "not ready: model loading"),
+        (httpx.Response(500, text="Internal Server Error"), 502, "answered 500"),
+        (httpx.Response(200, json={"predictions": "junk"}), 502, "does not fit"),
+        (httpx.Response(200, text="<html>"), 502, "does not fit"),
+    ],
+)
+def test_read_answer_maps_predictor_failures_to_clear_errors(
+    upstream: httpx.Response, status: int, words: str
+) -> None:
+    with pytest.raises(HTTPException) as caught:
+        read_answer(upstream, PredictResponse)
+
+    assert caught.value.status_code == status
+    assert words in str(caught.value.detail)
+
+
+def webapp(predictor_url: str, timeout_seconds: float = 1.0) -> TestClient:
+    settings = WebappSettings(predictor_url=predictor_url, timeout_seconds=timeout_seconds)
+    return TestClient(create_app(settings))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"data": [[5.1, "tall", 1.4, 0.2]]}, "valid number"),
+        ({"data": []}, "at least 1 item"),
+        ({"rows": [SETOSA]}, "Field required"),
+        ([SETOSA], "valid dictionary"),
+    ],
+)
+def test_predict_rejects_bad_input_without_calling_the_predictor(
+    payload: object, problem: str
+) -> None:
+    # No predictor listens: a 422 (not a 503) shows the web app judged the input itself.
+    with webapp(f"http://127.0.0.1:{closed_port()}") as client:
+        response = client.post("/predict", json=payload)
+
+    assert response.status_code == 422
+    assert problem in response.text
+
+
+@dataclass
+class StandIn:
+    """What the stand-in predictor does, and how many connections it has accepted."""
+
+    url: str = ""
+    trickle: bool = False
+    connections: int = 0
+
+
+@pytest.fixture
+def stand_in() -> Iterator[StandIn]:
+    """A stdlib HTTP/1.1 server on a free port, keeping connections alive as real servers do."""
+    state = StandIn()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def setup(self) -> None:
+            super().setup()
+            state.connections += 1
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            if state.trickle:
+                # A header line every 0.2 s: each read is fast, the whole answer takes 5 s.
+                self.send_response(200)
+                for i in range(25):
+                    self.send_header(f"x-slow-{i}", "1")
+                    self.flush_headers()
+                    time.sleep(0.2)
+                self.end_headers()
+                return
+            body = httpx.Response(200, json=ANSWER).content
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_deadline_bounds_the_whole_call_when_the_predictor_trickles(stand_in: StandIn) -> None:
+    # httpx's per-read timeout alone (0.5 s) never fires here: bytes come every 0.2 s for 5 s.
+    stand_in.trickle = True
+    with webapp(stand_in.url, timeout_seconds=0.5) as client:
+        started = time.perf_counter()
+        response = client.post("/predict", json={"data": [SETOSA]})
+        elapsed = time.perf_counter() - started
+        stand_in.trickle = False
+        after = client.post("/predict", json={"data": [SETOSA]})
+
+    assert response.status_code == 504
+    assert "did not answer within 0.5 s" in response.json()["detail"]
+    assert 0.5 <= elapsed < 1.2
+    assert after.status_code == 200  # the call cut off mid-answer left the pool usable
+
+
+def test_predictor_connections_are_reused_across_requests(stand_in: StandIn) -> None:
+    with webapp(stand_in.url) as client:
+        statuses = {client.post("/predict", json={"data": [SETOSA]}).status_code for _ in range(20)}
+
+    assert statuses == {200}
+    assert stand_in.connections == 1  # one pooled connection, not one per request
