@@ -1,16 +1,23 @@
-"""Serve an exported model: its card (model.json) and an onnxruntime session, loaded off-loop."""
+"""Serve an exported model: its card (model.json), an onnxruntime session loaded off the event
+loop, and the service skeleton every model server shares (create_model_service)."""
 
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from fastapi import FastAPI
+from pydantic import BaseModel
 
-from shared.schemas import UnscorableRows
+from shared.schemas import Metadata, PredictRequest, UnscorableRows
+from shared.service import create_service, not_ready
+from shared.settings import ModelServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -99,3 +106,49 @@ class ModelSlot:
 
     def readiness(self) -> str | None:
         return None if self.predictor else self.not_ready_reason
+
+    def require(self) -> Predictor:
+        """The predictor, or the 503 (with Retry-After) a request gets while there is none."""
+        if self.predictor is None:
+            raise not_ready(self.not_ready_reason)
+        return self.predictor
+
+
+def create_model_service(
+    name: str,
+    settings: ModelServiceSettings,
+    description: str = "",
+    input_schema: type[BaseModel] = PredictRequest,
+    sample_input: Callable[[ModelCard], dict[str, Any]] | None = None,
+) -> tuple[FastAPI, ModelSlot]:
+    """A service (shared.service.create_service) that serves the model in settings.model_dir.
+
+    The model loads in the background: /ready is 503 until it is in memory. GET /metadata
+    describes it: name, version, features, labels, the request body's schema and a sample
+    request (by default {"data": <the card's sample rows>}). The pattern adds /predict.
+    """
+    model = ModelSlot(settings.model_dir)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(model.load())
+        yield
+        loading.cancel()
+
+    app = create_service(name, settings, lifespan, description=description)
+    app.state.readiness["model"] = model.readiness
+
+    @app.get("/metadata", tags=["model"])
+    async def metadata() -> Metadata:
+        card = model.require().card
+        return Metadata(
+            model_name=card.name,
+            model_version=card.version,
+            feature_names=card.feature_names,
+            labels=card.labels,
+            input_schema=input_schema.model_json_schema(),
+            sample_input=sample_input(card) if sample_input else {"data": card.sample_input},
+            extra=card.extra,
+        )
+
+    return app, model

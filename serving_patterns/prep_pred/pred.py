@@ -8,50 +8,24 @@ the model's is refused with 409, naming both.
     uvicorn serving_patterns.prep_pred.pred:create_app --factory --port 8041
 """
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI, HTTPException
 
 from serving_patterns.prep_pred.schemas import FeaturesRequest
 from serving_patterns.prep_pred.settings import PredSettings
 from shared.logs import request_id_var
-from shared.model import ModelSlot, Predictor
-from shared.schemas import Metadata, PredictResponse, check_rows
-from shared.service import create_service, not_ready
+from shared.model import create_model_service
+from shared.schemas import PredictResponse, check_rows
 
 
 def create_app(settings: PredSettings | None = None) -> FastAPI:
     settings = settings or PredSettings()
-    model = ModelSlot(settings.model_dir)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(model.load())
-        yield
-        loading.cancel()
-
-    app = create_service("pred", settings, lifespan, description=__doc__ or "")
-    app.state.readiness["model"] = model.readiness
-
-    def loaded() -> Predictor:
-        if model.predictor is None:
-            raise not_ready(model.not_ready_reason)
-        return model.predictor
-
-    @app.get("/metadata", tags=["model"])
-    async def metadata() -> Metadata:
-        card = loaded().card
-        return Metadata(
-            model_name=card.name,
-            model_version=card.version,
-            feature_names=card.feature_names,
-            labels=card.labels,
-            input_schema=FeaturesRequest.model_json_schema(),
-            sample_input={"data": card.sample_input, "preprocess_version": card.version},
-            extra=card.extra,
-        )
+    app, model = create_model_service(
+        "pred",
+        settings,
+        __doc__ or "",
+        input_schema=FeaturesRequest,
+        sample_input=lambda card: {"data": card.sample_input, "preprocess_version": card.version},
+    )
 
     @app.post(
         "/predict",
@@ -66,7 +40,7 @@ def create_app(settings: PredSettings | None = None) -> FastAPI:
     )
     async def predict(body: FeaturesRequest) -> PredictResponse:
         """Predict the digit of each row of preprocessed features (made by the prep service)."""
-        predictor = loaded()
+        predictor = model.require()
         version = predictor.card.version
         if body.preprocess_version != version:
             raise HTTPException(
