@@ -9,6 +9,7 @@ report to reports/<pattern>-load.html. Exit code 0 only when every SLO bound hol
 
 import argparse
 import logging
+import random
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -28,6 +29,16 @@ class SLO:
     p99_ms: float  # 99th percentile of response time, all requests
     max_error_rate: float  # failed requests / all requests
     min_rps: float  # requests per second over the run
+
+
+def iris_row() -> list[float]:
+    """A random iris row over the ranges of the dataset's four measurements (cm)."""
+    return [
+        round(random.uniform(4.3, 7.9), 1),
+        round(random.uniform(2.0, 4.4), 1),
+        round(random.uniform(1.0, 6.9), 1),
+        round(random.uniform(0.1, 2.5), 1),
+    ]
 
 
 def slo_breaches(slo: SLO, p99_ms: float, error_rate: float, rps: float) -> list[str]:

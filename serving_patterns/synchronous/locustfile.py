@@ -8,23 +8,12 @@ single's. Rows are drawn over the iris ranges, so all four follow-ups (and the u
 show up in the mix.
 """
 
-import random
-
 from locust import FastHttpUser, constant_throughput, task
 
-from shared.loadtest import SLO, enforce_slo
+from shared.loadtest import SLO, enforce_slo, iris_row
 
 # Measured on 2 cores with the load generator on the same machine; see the README.
 enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=150))
-
-
-def iris_row() -> list[float]:
-    return [
-        round(random.uniform(4.3, 7.9), 1),
-        round(random.uniform(2.0, 4.4), 1),
-        round(random.uniform(1.0, 6.9), 1),
-        round(random.uniform(0.1, 2.5), 1),
-    ]
 
 
 class Shopper(FastHttpUser):
