@@ -1,0 +1,110 @@
+"""Settings of the batch pattern's services: seed, job, scheduler and the read API.
+
+Every variable has the prefix BATCH_, so one compose `environment` block serves all of them. The
+database URL is shared: an SQLite file by default, PostgreSQL when BATCH_DATABASE_URL (or plain
+DATABASE_URL) points at one.
+"""
+
+from datetime import UTC, datetime, time, timedelta
+from typing import Annotated, Literal
+
+from croniter import croniter
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+CONFIG = SettingsConfigDict(
+    env_prefix="BATCH_",
+    extra="ignore",
+    frozen=True,
+    populate_by_name=True,
+    # compose passes "${BATCH_FINISH_BY:-}" as an empty string: that means "not set".
+    env_ignore_empty=True,
+)
+
+DatabaseUrl = Annotated[
+    str,
+    Field(
+        "sqlite:///.local/batch.db",
+        validation_alias=AliasChoices("BATCH_DATABASE_URL", "DATABASE_URL", "database_url"),
+        description="SQLAlchemy URL: sqlite:///file.db or postgresql://user@host/db",
+    ),
+]
+
+
+class JobSettings(BaseSettings):
+    """The batch job: score every row that lacks a prediction, then exit."""
+
+    model_config = CONFIG
+
+    database_url: DatabaseUrl
+    log_level: str = Field("INFO", description="Python log level")
+    model_dir: str = Field("models/iris", description="Directory of the exported model")
+    chunk_size: int = Field(
+        20_000, gt=0, description="Rows per chunk: one read, one model call, one commit"
+    )
+    retry: Literal["all", "failed", "none"] = Field(
+        "failed",
+        description="When a chunk fails: score every chunk again (all), only the failed chunks "
+        "(failed), or leave them to the next run (none)",
+    )
+    max_attempts: int = Field(3, ge=1, description="Passes a run makes at most (first + retries)")
+    finish_by: datetime | time | None = Field(
+        None,
+        description="Deadline: chunks not started by then are left for the next run. A time "
+        "of day (06:00, UTC unless it has an offset) means its next occurrence",
+    )
+
+    def deadline(self, started: datetime) -> datetime | None:
+        """The moment after which the run starts no new chunk."""
+        if self.finish_by is None:
+            return None
+        if isinstance(self.finish_by, datetime):
+            return self.finish_by if self.finish_by.tzinfo else self.finish_by.replace(tzinfo=UTC)
+        zone = self.finish_by.tzinfo or UTC
+        local = started.astimezone(zone)
+        candidate = datetime.combine(local.date(), self.finish_by.replace(tzinfo=None), zone)
+        return candidate if candidate > local else candidate + timedelta(days=1)
+
+
+class SeedSettings(BaseSettings):
+    """The demo data: iris-like rows in the input table, a few of them unscorable."""
+
+    model_config = CONFIG
+
+    database_url: DatabaseUrl
+    log_level: str = Field("INFO", description="Python log level")
+    seed_rows: int = Field(10_000, ge=0, description="Top the input table up to this many rows")
+    seed_bad_every: int = Field(
+        2_500, ge=0, description="Every Nth row gets a NULL or non-finite value (0: none)"
+    )
+
+
+class SchedulerSettings(BaseSettings):
+    """The job management server: starts the job on a cron schedule."""
+
+    model_config = CONFIG
+
+    log_level: str = Field("INFO", description="Python log level")
+    schedule: str = Field(
+        "*/5 * * * *", description="Cron expression (5 fields; a 6th gives seconds), in UTC"
+    )
+    heartbeat_file: str = Field(
+        "/tmp/batch-scheduler.heartbeat", description="Touched while alive; read by the healthcheck"
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a cron expression: {value!r}")
+        return value
+
+
+class ApiSettings(ServiceSettings):
+    """The read API over the tables (/data/all, /data/predicted, /data/unpredicted, ...)."""
+
+    model_config = CONFIG
+
+    database_url: DatabaseUrl

@@ -1,0 +1,118 @@
+"""End to end: the pattern started from its compose file through local mode, on SQLite and on
+PostgreSQL: seed, one job run, the scheduler and the read API as real processes."""
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from serving_patterns.batch import storage
+from serving_patterns.batch.seed import demo_rows
+from serving_patterns.batch.tests.conftest import SERVER, postgres_database
+from shared.localmode import REPO_ROOT, LocalPattern
+from shared.testing import pattern_running, wait_until
+
+PATTERN = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.e2e
+
+
+def _postgres_answers() -> bool:
+    url = make_url(SERVER)
+    try:
+        socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextmanager
+def batch_running(
+    backend: str, folder: Path, **variables: str
+) -> Iterator[tuple[LocalPattern, str]]:
+    """The pattern on a database of its own; yields it and the database URL."""
+    if not _postgres_answers():  # the compose file has a postgres service: local mode needs one
+        pytest.skip("no PostgreSQL answering for the compose file's postgres service")
+    variables["BATCH_HEARTBEAT_FILE"] = str(folder / "heartbeat")
+    if backend == "sqlite":
+        url = f"sqlite:///{folder / 'batch.db'}"
+        with pattern_running(PATTERN, BATCH_DATABASE_URL=url, **variables) as pattern:
+            yield pattern, url
+        return
+    # DATABASE_URL tells local mode which PostgreSQL plays the compose service `postgres`.
+    with (
+        postgres_database() as url,
+        pattern_running(PATTERN, DATABASE_URL=url, **variables) as pattern,
+    ):
+        yield pattern, url
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_make_run_seeds_and_the_job_fills_every_row_then_exits(
+    backend: str, tmp_path: Path
+) -> None:
+    with batch_running(backend, tmp_path, BATCH_SCHEDULE="0 0 1 1 *") as (pattern, _):
+        api = pattern.url("api")
+        job = pattern.processes["job"][0]
+        summary = httpx.get(f"{api}/data/summary").json()
+        unpredicted = httpx.get(f"{api}/data/unpredicted").json()
+        failed = httpx.get(f"{api}/data/failed").json()["rows"]
+        # A second run by hand, as `docker compose run job` does: same command, same environment.
+        rerun = subprocess.run(
+            pattern.services["job"].command, env=job.env, cwd=REPO_ROOT,
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        after = httpx.get(f"{api}/data/summary").json()
+        runs = httpx.get(f"{api}/runs").json()
+
+    # The job is a process that ran to its end: no port, no healthcheck, exit code 0.
+    assert job.popen.returncode == 0
+    assert pattern.services["job"].ports == {} and pattern.services["job"].healthcheck == []
+    assert summary == {"items": 10_000, "predicted": 9_996, "failed": 4, "unpredicted": 0}
+    assert unpredicted == {"rows": [], "next_after": None}
+    assert [row["id"] for row in failed] == [2_500, 5_000, 7_500, 10_000]
+    assert all("NULL" in row["error"] or "not finite" in row["error"] for row in failed)
+    assert rerun.returncode == 0, rerun.stdout
+    assert "run 2 done: 0 rows scored, 4 rows failed" in rerun.stdout
+    assert after == summary
+    assert [(r["id"], r["planned_rows"], r["scored"]) for r in runs] == [
+        (2, 4, 0),
+        (1, 10_000, 9_996),
+    ]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path: Path) -> None:
+    with batch_running(backend, tmp_path, BATCH_SCHEDULE="* * * * * */2") as (pattern, url):
+        api = pattern.url("api")
+        engine = storage.connect(url)
+        storage.add_items(engine, demo_rows(10_001, 25, bad_every=0))
+        engine.dispose()
+        summary = wait_until(
+            lambda: (
+                (s := httpx.get(f"{api}/data/summary").json())["unpredicted"] == 0
+                and s["items"] == 10_025
+                and s
+            ),
+            timeout=30,
+            what="the scheduled run to score the new rows",
+        )
+        # The run that scored them is a process that ends: the scheduler sees it exit.
+        logs = wait_until(
+            lambda: (
+                (text := pattern.logs("scheduler")).rfind("job exited with code 0")
+                > text.find("25 rows scored")
+                >= 0
+                and text
+            ),
+            timeout=30,
+            what="the scheduled job to exit",
+        )
+
+    assert summary["predicted"] == 10_021
+    assert "starting the job: " in logs
