@@ -65,16 +65,13 @@ class Predictor:
     def predict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
         """Per row, the label and the probability of every class (the API contract's shape)."""
         proba = self.predict_proba(np.asarray(rows, dtype=np.float32))
-        unscorable = np.flatnonzero(~np.isfinite(proba).all(axis=1))
-        if unscorable.size:
-            raise UnscorableRows(unscorable.tolist())
+        if not np.isfinite(proba).all():
+            raise UnscorableRows(np.flatnonzero(~np.isfinite(proba).all(axis=1)).tolist())
         labels = self.card.labels
+        # Whole-array calls, then plain Python: per-row numpy calls cost more than the model.
         return [
-            {
-                "label": labels[int(p.argmax())],
-                "probabilities": dict(zip(labels, p.tolist(), strict=True)),
-            }
-            for p in proba
+            {"label": labels[best], "probabilities": dict(zip(labels, row, strict=True))}
+            for best, row in zip(proba.argmax(axis=1).tolist(), proba.tolist(), strict=True)
         ]
 
 
