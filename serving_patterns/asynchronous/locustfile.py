@@ -1,0 +1,57 @@
+"""Load test of the asynchronous pattern: users submit one-row jobs and poll them until done.
+
+    make run PATTERN=async           # in one terminal
+    make load PATTERN=async          # in another: 32 users for 30 s, report in reports/
+
+Each user submits a job, then polls GET /jobs/{id} every 50 ms until it is done, and submits
+the next: the response times are those of the submits and polls; the time from submit to
+result is reported as the "job done" entry (a Locust event, not an HTTP request).
+"""
+
+import random
+import time
+
+from locust import FastHttpUser, between, task
+
+from shared.loadtest import SLO, enforce_slo
+
+# Measured on 2 cores with the load generator on the same machine; see the README.
+enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=200))
+
+
+def iris_row() -> list[float]:
+    return [
+        round(random.uniform(4.3, 7.9), 1),
+        round(random.uniform(2.0, 4.4), 1),
+        round(random.uniform(1.0, 6.9), 1),
+        round(random.uniform(0.1, 2.5), 1),
+    ]
+
+
+class Submitter(FastHttpUser):
+    wait_time = between(0.0, 0.01)
+
+    @task
+    def submit_and_wait(self) -> None:
+        started = time.perf_counter()
+        with self.client.post(
+            "/predict", json={"data": [iris_row()]}, catch_response=True
+        ) as answer:
+            if answer.status_code != 202:
+                answer.failure(f"submit answered {answer.status_code}")
+                return
+            job_id = answer.json()["job_id"]
+        deadline = started + 30
+        while time.perf_counter() < deadline:
+            job = self.client.get(f"/jobs/{job_id}", name="/jobs/[id]").json()
+            if job["status"] != "pending":
+                self.environment.events.request.fire(
+                    request_type="JOB",
+                    name="job done" if job["status"] == "done" else "job failed",
+                    response_time=(time.perf_counter() - started) * 1000,
+                    response_length=0,
+                    exception=None if job["status"] == "done" else RuntimeError(job["error"]),
+                    context={},
+                )
+                return
+            time.sleep(0.05)

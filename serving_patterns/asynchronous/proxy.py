@@ -1,0 +1,266 @@
+"""The proxy: takes a prediction request, queues it as a job and answers with the job id at once.
+
+It never runs the model. POST /predict checks the rows against the model card, then one Lua
+call (jobs.SUBMIT) writes the job record and pushes the Celery task message, atomically: a job
+id the client holds always has a queued message, and no message exists without its record.
+GET /jobs/{id} reads the record; GET /dead-letters lists the jobs that failed every attempt.
+
+    uvicorn serving_patterns.asynchronous.proxy:create_app --factory --port 8020
+"""
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, HTTPException, Query
+from fastapi import Path as PathParam
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict
+from redis.asyncio import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from serving_patterns.asynchronous import jobs
+from serving_patterns.asynchronous.settings import ProxySettings
+from shared.logs import request_id_var
+from shared.model import ModelCard
+from shared.schemas import Metadata, Prediction, PredictRequest, check_rows
+from shared.service import create_service, not_ready
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d"
+REQUEST_ID = "0d1c2b3a49586776a5b4c3d2e1f00112"
+
+
+class JobAccepted(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"job_id": JOB_ID, "status": "pending", "request_id": REQUEST_ID}]
+        }
+    )
+
+    job_id: str
+    status: Literal["pending"]
+    request_id: str
+
+
+class JobStatus(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": JOB_ID,
+                    "status": "done",
+                    "request_id": REQUEST_ID,
+                    "attempts": 1,
+                    "predictions": [
+                        {
+                            "label": "setosa",
+                            "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
+                        }
+                    ],
+                    "model_version": "1.0.0",
+                    "error": None,
+                    "worker": "worker@worker-1",
+                    "submitted_at": 1767225600.0,
+                    "started_at": 1767225600.001,
+                    "finished_at": 1767225600.002,
+                }
+            ]
+        }
+    )
+
+    job_id: str
+    status: Literal["pending", "done", "failed"]
+    request_id: str
+    attempts: int
+    predictions: list[Prediction] | None = None
+    model_version: str | None = None
+    error: str | None = None
+    worker: str | None = None
+    submitted_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "job_id": JOB_ID,
+                    "request_id": REQUEST_ID,
+                    "rows": [[1e39, 3.5, 1.4, 0.2]],
+                    "error": "ValueError: model gave non-finite probabilities for row 0",
+                    "attempts": 3,
+                    "failed_at": 1767225600.5,
+                }
+            ]
+        }
+    )
+
+    job_id: str
+    request_id: str
+    rows: list[list[float]]
+    error: str
+    attempts: int
+    failed_at: float
+
+
+class CardSlot:
+    """The model card the proxy checks rows against; read in the background until it loads."""
+
+    def __init__(self, model_dir: str) -> None:
+        self.path = Path(model_dir) / "model.json"
+        self.card: ModelCard | None = None
+        self.reason = f"model card loading from {self.path}"
+
+    async def load(self) -> None:
+        while self.card is None:
+            try:
+                self.card = ModelCard.read(self.path)
+            except (OSError, ValueError, KeyError) as exc:
+                self.reason = f"model card not readable at {self.path}: {exc}"
+                logger.warning(self.reason)
+                await asyncio.sleep(1.0)
+
+    def readiness(self) -> str | None:
+        return None if self.card else self.reason
+
+
+def create_app(settings: ProxySettings | None = None) -> FastAPI:
+    settings = settings or ProxySettings()
+    cards = CardSlot(settings.model_dir)
+    # Few, quick retries: a submit must not hang while Redis is away; the client gets 503 and
+    # submits again. (A retried submit can queue one job twice; the job record makes the second
+    # run change nothing, see jobs.FINISH.)
+    redis = Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+    )
+    submit_script = redis.register_script(jobs.SUBMIT)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loading = asyncio.create_task(cards.load())
+        yield
+        loading.cancel()
+        await redis.aclose()
+
+    app = create_service("asynchronous-proxy", settings, lifespan, description=__doc__ or "")
+    app.state.readiness["model_card"] = cards.readiness
+
+    async def redis_answers() -> str | None:
+        try:
+            await redis.ping()
+        except RedisError as exc:
+            return f"redis not answering at {settings.redis_url}: {exc}"
+        return None
+
+    app.state.readiness["redis"] = redis_answers
+
+    def card() -> ModelCard:
+        if cards.card is None:
+            raise not_ready(cards.reason)
+        return cards.card
+
+    def redis_down(exc: RedisError) -> HTTPException:
+        logger.warning("redis unavailable: %s", exc)
+        return HTTPException(503, f"job store unavailable: {exc}", headers={"Retry-After": "1"})
+
+    @app.get("/metadata", tags=["model"])
+    async def metadata() -> Metadata:
+        model = card()
+        return Metadata(
+            model_name=model.name,
+            model_version=model.version,
+            feature_names=model.feature_names,
+            labels=model.labels,
+            input_schema=PredictRequest.model_json_schema(),
+            sample_input={"data": model.sample_input},
+            extra=model.extra,
+        )
+
+    @app.post(
+        "/predict",
+        tags=["model"],
+        status_code=202,
+        response_model=JobAccepted,
+        summary="Submit a prediction job; poll GET /jobs/{job_id} for the result",
+        responses={
+            400: {"description": "Body is not text (FastAPI cannot decode it)"},
+            422: {"description": "Input does not fit the model, or is not JSON"},
+            503: {"description": "Queue full, Redis unavailable or model card not loaded"},
+        },
+    )
+    async def predict(body: PredictRequest) -> Response:
+        """Queue the rows for prediction and answer at once with the job id (202)."""
+        check_rows(body.data, card().feature_names, settings.max_rows)
+        job_id, request_id = jobs.new_job_id(), request_id_var.get()
+        message = jobs.task_message(settings.queue, job_id, body.data, request_id)
+        try:
+            queued = await submit_script(
+                keys=[settings.queue, jobs.job_key(job_id)],
+                args=[
+                    settings.max_queue_length,
+                    settings.job_ttl_seconds,
+                    message,
+                    request_id,
+                    time.time(),
+                ],
+            )
+        except RedisError as exc:
+            raise redis_down(exc) from None
+        if queued < 0:
+            raise HTTPException(
+                503,
+                f"queue full: {settings.max_queue_length} jobs waiting, try again later",
+                headers={"Retry-After": "1"},
+            )
+        answer = JobAccepted(job_id=job_id, status="pending", request_id=request_id)
+        # A Response skips FastAPI's second validation of a model we just built.
+        return Response(answer.model_dump_json(), status_code=202, media_type="application/json")
+
+    @app.get(
+        "/jobs/{job_id}",
+        tags=["model"],
+        summary="A job: pending, then its predictions, or failed with the reason",
+        responses={404: {"description": "No such job (never submitted, or expired)"}},
+    )
+    async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> JobStatus:
+        try:
+            record = await redis.hgetall(jobs.job_key(job_id))
+        except RedisError as exc:
+            raise redis_down(exc) from None
+        if not record:
+            raise HTTPException(404, f"no job {job_id}: never submitted, or expired")
+        fields = {k.decode(): v.decode() for k, v in record.items()}
+        predictions = fields.pop("predictions", None)
+        return JobStatus.model_validate(
+            {**fields, "job_id": job_id, "predictions": predictions and json.loads(predictions)}
+        )
+
+    @app.get(
+        "/dead-letters",
+        tags=["model"],
+        summary="Jobs that failed every attempt, newest first",
+    )
+    async def dead_letters(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[DeadLetter]:
+        try:
+            raw = await redis.lrange(jobs.DEAD_LETTERS, -limit, -1)
+        except RedisError as exc:
+            raise redis_down(exc) from None
+        return [DeadLetter.model_validate_json(item) for item in reversed(raw)]
+
+    return app

@@ -1,0 +1,213 @@
+"""End to end: proxy, Celery workers, sink and a private redis-server, started from compose.yaml
+through local mode, over HTTP. Each test sets the knobs it needs (model delay, attempts,
+visibility timeout) through compose's ${VAR} interpolation, as a user would.
+"""
+
+import json
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, select
+
+from serving_patterns.asynchronous.sink import inferences
+from shared.localmode import LocalPattern
+from shared.testing import pattern_running, wait_until
+
+PATTERN = Path(__file__).resolve().parents[1]
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+POISON = [3e38, 3e38, 3e38, 3e38]  # finite, within float32, but the model's scores overflow
+
+pytestmark = pytest.mark.e2e
+
+
+def _submit(url: str, rows: list[list[float]], request_id: str | None = None) -> str:
+    headers = {"X-Request-ID": request_id} if request_id else {}
+    response = httpx.post(f"{url}/predict", json={"data": rows}, headers=headers)
+    assert response.status_code == 202, response.text
+    return str(response.json()["job_id"])
+
+
+def _finished(url: str, job_ids: list[str]) -> list[dict] | None:
+    answers = [httpx.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
+    return answers if all(a["status"] != "pending" for a in answers) else None
+
+
+def _table(database_url: str) -> list:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return list(connection.execute(select(inferences)).all())
+    finally:
+        engine.dispose()
+
+
+def _variables(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    return {"ASYNC_SINK_DATABASE_URL": f"sqlite:///{tmp_path}/inferences.db", **overrides}
+
+
+def test_submit_returns_a_job_id_long_before_the_model_answers_then_polling_shows_the_result(
+    tmp_path: Path,
+) -> None:
+    with pattern_running(
+        PATTERN, **_variables(tmp_path, ASYNC_WORKER_MODEL_DELAY_SECONDS="3.0")
+    ) as p:
+        url = p.url("proxy")
+        started = time.perf_counter()
+        job_id = _submit(url, [SETOSA], request_id="e2e-slow-1")
+        submit_seconds = time.perf_counter() - started
+        first = httpx.get(f"{url}/jobs/{job_id}").json()
+        done = wait_until(lambda: _finished(url, [job_id]), timeout=20, what="the job")[0]
+
+    assert submit_seconds < 1.0  # the model takes 3 s
+    assert first["status"] == "pending"
+    assert done["status"] == "done"
+    assert done["predictions"][0]["label"] == "setosa"
+    assert done["finished_at"] - done["started_at"] >= 3.0
+    assert done["request_id"] == "e2e-slow-1"
+
+
+def test_finished_jobs_land_in_the_inference_table_without_anyone_polling(tmp_path: Path) -> None:
+    variables = _variables(tmp_path)
+    with pattern_running(PATTERN, **variables) as p:
+        job_ids = {_submit(p.url("proxy"), [SETOSA], request_id=f"table-{i}") for i in range(5)}
+        # No GET /jobs: the table is where the results go, and another consumer reads them.
+        rows = wait_until(
+            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) == 5 and r,
+            timeout=20,
+            what="five rows in the inference table",
+        )
+
+    assert {r.job_id for r in rows} == job_ids
+    assert {r.request_id for r in rows} == {f"table-{i}" for i in range(5)}
+    assert all(r.predictions[0]["label"] == "setosa" for r in rows)
+
+
+def test_poison_input_fails_after_the_configured_attempts_into_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    variables = _variables(
+        tmp_path, ASYNC_WORKER_MAX_ATTEMPTS="3", ASYNC_WORKER_RETRY_BACKOFF_SECONDS="0.05"
+    )
+    with pattern_running(PATTERN, **variables) as p:
+        url = p.url("proxy")
+        poison = _submit(url, [POISON], request_id="poison-1")
+        good = _submit(url, [SETOSA])
+        failed, fine = wait_until(lambda: _finished(url, [poison, good]), timeout=20)
+        time.sleep(0.5)  # were it retried again, a 4th attempt would show by now
+        again = httpx.get(f"{url}/jobs/{poison}").json()
+        letters = httpx.get(f"{url}/dead-letters").json()
+        worker_logs = p.logs("worker")
+
+    assert failed["status"] == "failed"
+    assert failed["attempts"] == 3
+    assert "out of the model's numeric range" in failed["error"]
+    assert again["attempts"] == 3  # not retried forever
+    assert [(d["job_id"], d["rows"], d["attempts"]) for d in letters] == [(poison, [POISON], 3)]
+    assert letters[0]["request_id"] == "poison-1"
+    assert fine["status"] == "done"
+    # The worker logs JSON lines, and those about the job carry the submit's request id.
+    records = [json.loads(line) for line in worker_logs.splitlines() if line.startswith("{")]
+    about_poison = [r for r in records if poison in r["message"]]
+    assert len(about_poison) == 3  # two retries, one failure
+    assert {r["request_id"] for r in about_poison} == {"poison-1"}
+
+
+def test_no_job_is_lost_or_finished_twice_when_a_worker_is_killed_holding_jobs(
+    tmp_path: Path,
+) -> None:
+    variables = _variables(
+        tmp_path,
+        ASYNC_WORKER_REPLICAS="1",
+        ASYNC_WORKER_MODEL_DELAY_SECONDS="0.3",
+        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="2",
+        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
+    )
+    with pattern_running(PATTERN, **variables) as p:
+        url = p.url("proxy")
+        job_ids = [_submit(url, [SETOSA]) for _ in range(8)]
+        wait_until(lambda: _running(url, job_ids), timeout=10, what="a job in the worker's hands")
+        p.kill("worker", 0)  # SIGKILL: no chance to give its job back
+        held = _running(url, job_ids)
+        p.start_replica("worker")
+        p.wait_healthy("worker", 1)
+        answers = wait_until(lambda: _finished(url, job_ids), timeout=40, what="every job")
+        rows = wait_until(
+            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= 8 and r,
+            timeout=20,
+        )
+
+    assert held, "the killed worker held a job"
+    assert all(a["status"] == "done" for a in answers)
+    by_id = {a["job_id"]: a for a in answers}
+    assert all(by_id[job_id]["attempts"] == 2 for job_id in held)  # run again after the kill
+    assert all(by_id[job_id]["worker"] == "worker@worker-2" for job_id in held)
+    assert sorted(r.job_id for r in rows) == sorted(job_ids)  # each exactly once
+
+
+def _running(url: str, job_ids: list[str]) -> list[str]:
+    answers = [httpx.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
+    return [a["job_id"] for a in answers if a["status"] == "pending" and a["attempts"] > 0]
+
+
+def test_a_redis_restart_loses_no_submitted_job(tmp_path: Path) -> None:
+    variables = _variables(
+        tmp_path,
+        ASYNC_WORKER_MODEL_DELAY_SECONDS="0.1",
+        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="3",
+        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
+    )
+    with pattern_running(PATTERN, **variables) as p:
+        url = p.url("proxy")
+        before = [_submit(url, [SETOSA]) for _ in range(20)]
+        p.restart_infrastructure("redis")
+        after = wait_until(lambda: _try_submit(url), timeout=20, what="a submit after the restart")
+        answers = wait_until(lambda: _finished(url, [*before, after]), timeout=60)
+
+    assert all(a["status"] == "done" for a in answers)
+
+
+def _try_submit(url: str) -> str | None:
+    response = httpx.post(f"{url}/predict", json={"data": [SETOSA]})
+    return response.json()["job_id"] if response.status_code == 202 else None
+
+
+def test_two_workers_predict_at_the_same_time_so_there_is_no_global_order(tmp_path: Path) -> None:
+    variables = _variables(tmp_path, ASYNC_WORKER_MODEL_DELAY_SECONDS="0.5")
+    with pattern_running(PATTERN, **variables) as p:
+        url = p.url("proxy")
+        job_ids = [_submit(url, [SETOSA]) for _ in range(4)]
+        answers = wait_until(lambda: _finished(url, job_ids), timeout=20)
+
+    assert {a["worker"] for a in answers} == {"worker@worker-1", "worker@worker-2"}
+    overlapping = [
+        (a, b)
+        for a in answers
+        for b in answers
+        if a["worker"] < b["worker"]
+        and a["started_at"] < b["finished_at"]
+        and b["started_at"] < a["finished_at"]
+    ]
+    assert overlapping, "jobs on the two workers ran at the same time"
+
+
+def test_one_worker_takes_jobs_in_the_order_they_were_submitted(tmp_path: Path) -> None:
+    variables = _variables(
+        tmp_path, ASYNC_WORKER_REPLICAS="1", ASYNC_WORKER_MODEL_DELAY_SECONDS="0.05"
+    )
+    with pattern_running(PATTERN, **variables) as p:
+        url = p.url("proxy")
+        job_ids = [_submit(url, [SETOSA]) for _ in range(6)]
+        answers = wait_until(lambda: _finished(url, job_ids), timeout=20)
+
+    starts = [a["started_at"] for a in answers]
+    assert all(a < b for a, b in pairwise(starts))  # FIFO: the queue is a Redis list
+
+
+def test_compose_file_runs_two_worker_replicas_by_default() -> None:
+    services = LocalPattern(PATTERN, variables={}).services
+
+    assert services["worker"].replicas == 2
+    assert list(services) == ["redis", "proxy", "worker", "sink"]

@@ -1,0 +1,158 @@
+"""In-process tests of the proxy with a private redis-server: submit, poll, bad input, outages."""
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from fastapi.testclient import TestClient
+
+from serving_patterns.asynchronous import jobs
+from serving_patterns.asynchronous.proxy import create_app
+from serving_patterns.asynchronous.settings import ProxySettings
+from shared.localmode import RedisServer
+from shared.testing import wait_until
+
+MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
+SETOSA = [5.1, 3.5, 1.4, 0.2]
+
+
+@pytest.fixture
+def server() -> Iterator[RedisServer]:
+    server = RedisServer(["redis-server"], None)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _client(server: RedisServer, **settings: object) -> TestClient:
+    options = {"model_dir": str(MODEL_DIR), "redis_url": server.url, "max_rows": 5, **settings}
+    return TestClient(create_app(ProxySettings(**options)))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def client(server: RedisServer) -> Iterator[TestClient]:
+    with _client(server) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200, what="proxy ready")
+        yield client
+
+
+def test_submit_answers_202_with_a_job_id_and_queues_the_job_with_its_record(
+    client: TestClient, server: RedisServer
+) -> None:
+    response = client.post("/predict", json={"data": [SETOSA]}, headers={"X-Request-ID": "sub-1"})
+
+    assert response.status_code == 202
+    body = response.json()
+    assert body["status"] == "pending"
+    assert body["request_id"] == "sub-1"
+    store = redis.Redis.from_url(server.url)
+    queued = json.loads(store.lindex("predictions", 0))
+    assert queued["headers"]["id"] == body["job_id"]
+    assert json.loads(queued["body"])[1]["rows"] == [SETOSA]
+    assert store.ttl(jobs.job_key(body["job_id"])) > 0  # records expire
+
+
+def test_job_is_pending_until_a_worker_records_it(client: TestClient) -> None:
+    job_id = client.post("/predict", json={"data": [SETOSA]}).json()["job_id"]
+
+    job = client.get(f"/jobs/{job_id}")
+
+    assert job.status_code == 200
+    assert job.json()["status"] == "pending"
+    assert job.json()["attempts"] == 0
+    assert job.json()["predictions"] is None
+
+
+def test_unknown_job_is_404(client: TestClient) -> None:
+    response = client.get(f"/jobs/{jobs.new_job_id()}")
+
+    assert response.status_code == 404
+    assert "never submitted, or expired" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ({"data": [[5.1, 3.5, 1.4]]}, "expected 4 features"),
+        ({"data": [[5.1, "tall", 1.4, 0.2]]}, "valid number"),
+        ({"data": []}, "at least 1 item"),
+        ({"data": [SETOSA] * 6}, "at most 5 rows per request, got 6"),
+        ({"data": [[1e39, 3.5, 1.4, 0.2]]}, "float32 range"),
+        ({"rows": [SETOSA]}, "Field required"),
+    ],
+)
+def test_submit_rejects_bad_input_naming_the_problem_and_queues_nothing(
+    client: TestClient, server: RedisServer, payload: object, problem: str
+) -> None:
+    response = client.post("/predict", json=payload)
+
+    assert response.status_code == 422
+    assert problem in response.text
+    assert redis.Redis.from_url(server.url).llen("predictions") == 0
+
+
+def test_submit_refuses_with_503_when_the_queue_is_full(server: RedisServer) -> None:
+    with _client(server, max_queue_length=2) as client:
+        accepted = [client.post("/predict", json={"data": [SETOSA]}) for _ in range(2)]
+        refused = client.post("/predict", json={"data": [SETOSA]})
+
+    assert [r.status_code for r in accepted] == [202, 202]
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1"
+    assert "queue full" in refused.json()["detail"]
+
+
+def test_submit_answers_503_at_once_while_redis_is_down(
+    client: TestClient, server: RedisServer
+) -> None:
+    server.stop()
+
+    response = client.post("/predict", json={"data": [SETOSA]})
+    ready = client.get("/ready")
+
+    assert response.status_code == 503
+    assert "job store unavailable" in response.json()["detail"]
+    assert ready.status_code == 503
+    assert "redis" in ready.json()["reasons"]
+
+
+def test_dead_letters_list_newest_first(client: TestClient, server: RedisServer) -> None:
+    store = redis.Redis.from_url(server.url)
+    for job_id in ("old", "new"):
+        letter = {
+            "job_id": job_id,
+            "request_id": "r",
+            "rows": [SETOSA],
+            "error": "E: x",
+            "attempts": 3,
+            "failed_at": 1.0,
+        }
+        store.rpush(jobs.DEAD_LETTERS, json.dumps(letter))
+
+    response = client.get("/dead-letters")
+
+    assert response.status_code == 200
+    assert [d["job_id"] for d in response.json()] == ["new", "old"]
+
+
+def test_metadata_comes_from_the_model_card(client: TestClient) -> None:
+    metadata = client.get("/metadata").json()
+
+    assert metadata["model_name"] == "iris"
+    assert client.post("/predict", json=metadata["sample_input"]).status_code == 202
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "problem"),
+    [(b'{"data": [[5.1,', 422, "json_invalid"), (b"\xff\xfe\x00", 400, "parsing the body")],
+)
+def test_submit_rejects_a_body_that_is_not_json(
+    client: TestClient, raw: bytes, status: int, problem: str
+) -> None:
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+
+    assert response.status_code == status
+    assert problem in response.text

@@ -1,0 +1,258 @@
+"""The worker: a Celery worker that takes jobs from the Redis queue, predicts, records the result.
+
+    python -m serving_patterns.asynchronous.worker
+
+How no job is lost and none retries forever:
+- acks late: a job's message is acknowledged after the job is recorded, not when it is taken.
+  A worker that dies (kill -9) leaves its messages unacknowledged in Redis; once they are older
+  than the visibility timeout, another worker puts them back on the queue and runs them.
+  (With the prefork pool, a dead child is noticed at once: reject_on_worker_lost requeues.)
+- attempts are counted in the job record before each run (jobs.START), so a job that fails,
+  or that kills its worker, ends as failed and dead-lettered after max_attempts, never looping.
+- the first worker to finish a job records it (jobs.FINISH); a second delivery changes nothing.
+"""
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, Task, signals
+from celery.exceptions import Reject
+from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from serving_patterns.asynchronous import jobs
+from serving_patterns.asynchronous.alive import start_heartbeat
+from serving_patterns.asynchronous.settings import WorkerSettings
+from shared.logs import configure_logging, request_id_var
+from shared.model import Predictor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """One delivery of a job, as the task message carries it."""
+
+    id: str
+    rows: list[list[float]]
+    request_id: str
+    worker: str
+    submitted_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return jobs.job_key(self.id)
+
+
+class Runtime:
+    """What a worker process holds: the model, a Redis client and the job scripts.
+
+    Made again after a fork (prefork pool): an onnxruntime session and open sockets must not be
+    shared between processes.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self._pid: int | None = None
+
+    def load(self) -> None:
+        if self._pid == os.getpid():
+            return
+        self.predictor = Predictor(self.settings.model_dir)
+        # Patient retries: a Redis restart of a few seconds must not fail the job being recorded.
+        self.redis = Redis.from_url(
+            self.settings.redis_url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8)
+        )
+        self.start = self.redis.register_script(jobs.START)
+        self.finish = self.redis.register_script(jobs.FINISH)
+        self._pid = os.getpid()
+        card = self.predictor.card
+        logger.info("model %s %s loaded", card.name, card.version)
+
+    def run(self, task: Task, job: Job) -> None:
+        self.load()
+        settings = self.settings
+        try:
+            attempt, *submitted_at = self.start(keys=[job.key], args=[job.worker, time.time()])
+        except RedisError as exc:
+            # Unrecorded, so not run: back on the queue for when Redis answers.
+            logger.warning("job %s: cannot record the start, requeued: %s", job.id, exc)
+            raise Reject(str(exc), requeue=True) from exc
+        if attempt < 0:
+            logger.info("job %s already finished (or expired): this delivery is dropped", job.id)
+            return
+        job.submitted_at = float(submitted_at[0])
+        if attempt > settings.max_attempts:
+            # Only a run that never finished (its worker died) gets here: START counted it.
+            reason = f"gave up after {settings.max_attempts} attempts: the worker was lost"
+            self._fail(job, reason, attempt - 1)
+            return
+        try:
+            predictions = self.predict(job.rows)
+        except Exception as exc:  # whatever the model raises: retried, then dead-lettered
+            reason = f"{type(exc).__name__}: {exc}"
+            if attempt >= settings.max_attempts:
+                self._fail(job, reason, attempt)
+                return
+            countdown = settings.retry_backoff_seconds * 2 ** (attempt - 1)
+            logger.warning(
+                "job %s attempt %d of %d failed, retrying in %.2fs: %s",
+                job.id,
+                attempt,
+                settings.max_attempts,
+                countdown,
+                reason,
+            )
+            raise task.retry(countdown=countdown, exc=exc) from exc
+        self._done(job, predictions)
+
+    def predict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
+        if self.settings.model_delay_seconds:
+            time.sleep(self.settings.model_delay_seconds)  # stands in for a slow model
+        card = self.predictor.card
+        for i, row in enumerate(rows):
+            # The proxy checks this too; the queue may have other producers.
+            if len(row) != len(card.feature_names):
+                raise ValueError(f"row {i}: expected {len(card.feature_names)} features")
+        # A finite value can still overflow inside the model (3e38 in every column): Predictor
+        # raises UnscorableRows. A poison input the proxy cannot see without the model, and the
+        # reason retries need a cap.
+        return self.predictor.predict(rows)
+
+    def _done(self, job: Job, predictions: list[dict[str, Any]]) -> None:
+        now, version = time.time(), self.predictor.card.version
+        # What the sink writes to the inference table.
+        record = {
+            "job_id": job.id,
+            "request_id": job.request_id,
+            "predictions": predictions,
+            "model_version": version,
+            "worker": job.worker,
+            "submitted_at": job.submitted_at,
+            "finished_at": now,
+        }
+        fields = [
+            "status",
+            "done",
+            "finished_at",
+            now,
+            "predictions",
+            jobs.dumps(predictions),
+            "model_version",
+            version,
+        ]
+        self._finish(job, jobs.RESULTS, record, 0, fields)
+
+    def _fail(self, job: Job, reason: str, attempts: int) -> None:
+        logger.error("job %s failed after %d attempts: %s", job.id, attempts, reason)
+        now = time.time()
+        record = {
+            "job_id": job.id,
+            "request_id": job.request_id,
+            "rows": job.rows,
+            "error": reason,
+            "attempts": attempts,
+            "failed_at": now,
+        }
+        fields = ["status", "failed", "finished_at", now, "error", reason]
+        self._finish(job, jobs.DEAD_LETTERS, record, self.settings.dead_letter_limit, fields)
+
+    def _finish(
+        self, job: Job, target: str, record: dict[str, Any], keep: int, fields: list[Any]
+    ) -> None:
+        try:
+            self.finish(keys=[job.key, target], args=[jobs.dumps(record), keep, *fields])
+        except RedisError as exc:
+            logger.warning("job %s: cannot record the outcome, requeued: %s", job.id, exc)
+            raise Reject(str(exc), requeue=True) from exc
+
+
+def create_celery(settings: WorkerSettings, runtime: Runtime | None = None) -> Celery:
+    runtime = runtime or Runtime(settings)
+    app = Celery("asynchronous", broker=settings.redis_url, set_as_current=False)
+    app.conf.update(
+        task_default_queue=settings.queue,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=settings.prefetch_multiplier,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_seconds,
+            # Look for messages of dead workers this often (kombu's default: every 100 s).
+            "unacked_restore_interval": settings.restore_interval_seconds,
+            "unacked_restore_throttle": 1,
+        },
+        broker_connection_retry_on_startup=True,
+        # The job record in Redis is the result store: no Celery result backend round trips.
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        # Nobody listens for task events or remote control here; each costs Redis traffic.
+        worker_send_task_events=False,
+        worker_enable_remote_control=False,
+        worker_hijack_root_logger=False,
+    )
+
+    @app.task(bind=True, name=jobs.TASK_NAME, max_retries=None)
+    def predict(self: Task, job_id: str, rows: list[list[float]], request_id: str) -> None:
+        runtime.run(self, Job(job_id, rows, request_id, worker=self.request.hostname))
+
+    return app
+
+
+def main() -> None:
+    settings = WorkerSettings()
+    runtime = Runtime(settings)
+    app = create_celery(settings, runtime)
+    name = f"worker@{os.environ.get('HOSTNAME') or socket.gethostname()}"
+
+    @signals.setup_logging.connect(weak=False)
+    def json_logs(**_: Any) -> None:
+        configure_logging("asynchronous-worker", settings.log_level)
+        logging.captureWarnings(True)
+        # A line per task received and per task done is more work than the prediction itself:
+        # shown at DEBUG only; failures and retries still log as warnings.
+        quiet = logging.DEBUG if settings.log_level.upper() == "DEBUG" else logging.WARNING
+        for chatty in ("celery.worker.strategy", "celery.app.trace"):
+            logging.getLogger(chatty).setLevel(quiet)
+
+    @signals.task_prerun.connect(weak=False)
+    def carry_request_id(task: Task, kwargs: dict[str, Any], **_: Any) -> None:
+        task.request.request_id_token = request_id_var.set(kwargs.get("request_id", "-"))
+
+    @signals.task_postrun.connect(weak=False)
+    def drop_request_id(task: Task, **_: Any) -> None:
+        token = getattr(task.request, "request_id_token", None)
+        if token is not None:
+            request_id_var.reset(token)
+
+    @signals.worker_ready.connect(weak=False)
+    def ready(**_: Any) -> None:
+        runtime.load()  # a model that cannot load fails here, before the worker counts as up
+        start_heartbeat("worker", settings.heartbeat_seconds)
+
+    app.worker_main(
+        [
+            "--quiet",  # no banner: every line on stdout is a JSON log record
+            "worker",
+            f"--pool={settings.pool}",
+            f"--concurrency={settings.concurrency}",
+            f"--hostname={name}",
+            f"--queues={settings.queue}",
+            f"--loglevel={settings.log_level}",
+            # Gossip, mingle and event heartbeats are for monitoring and remote control; none is
+            # needed to notice a lost worker (that is the visibility timeout's job).
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    main()
