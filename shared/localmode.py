@@ -51,6 +51,10 @@ class LocalModeError(RuntimeError):
     """Something local mode cannot do; the message says what to do instead."""
 
 
+class NoPostgres(LocalModeError):
+    """The pattern needs PostgreSQL and none answers (the one server local mode cannot start)."""
+
+
 # --- reading compose.yaml --------------------------------------------------------------------
 
 _VARIABLE = re.compile(r"\$(?:\$|\{(?P<name>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<bare>\w+))")
@@ -643,7 +647,7 @@ class LocalPattern:
             default = f"postgresql://postgres@{LOCALHOST}:5432/postgres"
             url = _machine_url(self.variables.get("DATABASE_URL") or default)
             if url is None:
-                raise LocalModeError(
+                raise NoPostgres(
                     "this pattern needs PostgreSQL: set DATABASE_URL to one that answers, or "
                     "install and start one on 127.0.0.1:5432 (Debian: apt-get install postgresql)"
                 )

@@ -7,7 +7,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from shared.localmode import LocalPattern
+import pytest
+
+from shared.localmode import LocalPattern, NoPostgres
 
 T = TypeVar("T")
 
@@ -32,7 +34,19 @@ def pattern_running(folder: str | Path, **variables: str) -> Iterator[LocalPatte
 
     `variables` are what a shell would export for compose's ${VAR} substitution. REDIS_URL is
     left out unless given, so each test gets a private redis-server it may restart or stop.
+    A pattern that needs PostgreSQL is skipped where none answers.
     """
     shell = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    with LocalPattern(folder, ports="free", variables={**shell, **variables}) as pattern:
+    pattern = LocalPattern(folder, ports="free", variables={**shell, **variables})
+    try:
+        pattern.start()
+    except NoPostgres as exc:
+        pattern.stop()
+        pytest.skip(str(exc))
+    except BaseException:
+        pattern.stop()
+        raise
+    try:
         yield pattern
+    finally:
+        pattern.stop()
