@@ -27,9 +27,9 @@ setup: $(STAMP) ## create .venv with the pinned dependencies and train the bundl
 list: $(STAMP) ## every catalogue entry: category, folder, status, summary
 	@$(PY) -m shared.cli list
 
-run: $(STAMP) ## start PATTERN in the foreground (Docker if an engine answers, else local mode)
+run: $(STAMP) ## start PATTERN in the foreground: Docker if an engine answers, else local mode (LOCAL=1 forces it, PORT_OFFSET=100 moves its ports)
 	@test -n "$(PATTERN)" || { echo "usage: make run PATTERN=web-single  (make list shows them all)"; exit 2; }
-	@$(PY) -m shared.cli run $(PATTERN) $(if $(LOCAL),--local)
+	@$(PY) -m shared.cli run $(PATTERN) $(if $(LOCAL),--local) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET))
 
 test: $(STAMP) ## the whole suite, or one pattern's tests with PATTERN=
 ifdef PATTERN

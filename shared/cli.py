@@ -3,6 +3,7 @@
 python -m shared.cli list
 python -m shared.cli run web-single          # Docker when an engine answers, else local mode
 python -m shared.cli run web-single --local  # local mode even with Docker
+python -m shared.cli run web-single --port-offset 100  # local mode on 8100, beside another run
 """
 
 import argparse
@@ -37,13 +38,13 @@ def docker_answers() -> bool:
     return probe.returncode == 0
 
 
-def run(entry: Entry, local: bool) -> int:
+def run(entry: Entry, local: bool, port_offset: int) -> int:
     compose = entry.path / "compose.yaml"
     if not local and docker_answers():
         print(f"Docker mode: docker compose -f {entry.folder}/compose.yaml up --build")
         return subprocess.call(["docker", "compose", "-f", str(compose), "up", "--build"])
     print(f"Local mode: {entry.name} from {entry.folder}/compose.yaml (Ctrl-C stops everything)")
-    pattern = LocalPattern(entry.path, echo=sys.stdout)
+    pattern = LocalPattern(entry.path, ports=port_offset or "fixed", echo=sys.stdout)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -78,6 +79,9 @@ def main() -> int:
     run_parser = commands.add_parser("run", help="start a pattern in the foreground")
     run_parser.add_argument("pattern")
     run_parser.add_argument("--local", action="store_true", help="local mode even with Docker")
+    run_parser.add_argument(
+        "--port-offset", type=int, default=0, help="local mode: add this to every port"
+    )
     resolve = commands.add_parser("resolve", help="print the folder a PATTERN value names")
     resolve.add_argument("pattern")
     args = parser.parse_args()
@@ -94,7 +98,7 @@ def main() -> int:
     if args.command == "resolve":
         print(entry.folder)
         return 0
-    return run(entry, args.local)
+    return run(entry, args.local or bool(args.port_offset), args.port_offset)
 
 
 if __name__ == "__main__":
