@@ -17,7 +17,6 @@ Target (issue): at least 1,000 predictions/s end to end and submit p99 under 5 m
 """
 
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ import redis
 from celery import Celery
 from fastapi import FastAPI
 
-from benchmarks.wrk import Result, _ms
+from benchmarks.wrk import Result, answers, post
 from shared.localmode import REPO_ROOT, RedisServer, free_port
 from shared.model import Predictor
 from shared.schemas import PredictRequest
@@ -47,8 +46,7 @@ SECONDS = 10
 # connections' requests in bursts, which no real population of clients does).
 CONNECTIONS, DELAY_MS = 14, 10
 ROUNDS = 2
-# The space keeps "]]" out of the body: wrk's Lua script quotes the body with [[ ]].
-BODY = '{"data": [[5.1, 3.5, 1.4, 0.2] ]}'
+BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
 TARGET_RATE, TARGET_P99_MS = 1000.0, 5.0
 
 # --- the naive baseline: Celery as its tutorial shows it ----------------------------------------
@@ -113,33 +111,7 @@ def _finish_times_naive(client: redis.Redis) -> list[float]:
 
 
 def _submit(url: str, seconds: int) -> Result:
-    """wrk POSTing BODY with a random pause before each request on each connection."""
-    script = (
-        f'wrk.method = "POST"\nwrk.body = [[{BODY}]]\n'
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f"function delay() return math.random(0, {2 * DELAY_MS}) end\n"
-    )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
-        Path(lua.name).write_text(script)
-        args = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", lua.name]
-        out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
-    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sockets = re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    )
-    return Result(
-        rps=float(_find(r"Requests/sec:\s+([\d.]+)", out)),
-        p50_ms=_ms(_find(r"^\s+50%\s+(\S+)", out)),
-        p99_ms=_ms(_find(r"^\s+99%\s+(\S+)", out)),
-        errors=(int(non_2xx.group(1)) if non_2xx else 0)
-        + (sum(map(int, sockets.groups())) if sockets else 0),
-    )
-
-
-def _find(pattern: str, text: str) -> str:
-    found = re.search(pattern, text, re.M)
-    assert found, f"{pattern} not in wrk's output:\n{text}"
-    return found.group(1)
+    return post(url, BODY, CONNECTIONS, seconds, threads=1, max_pause_ms=2 * DELAY_MS)
 
 
 def _measure(url: str, client: redis.Redis, finish_times: Any) -> Figures:
@@ -225,7 +197,7 @@ def _naive() -> Figures:
     ]
     try:
         url = f"http://127.0.0.1:{port}/predict"
-        wait_until(lambda: _answers(url), timeout=60, what="the naive API")
+        wait_until(lambda: answers(url, BODY, 202), timeout=60, what="the naive API")
         client = redis.Redis.from_url(server.url)
         return _measure(url, client, _finish_times_naive)
     finally:
@@ -238,16 +210,6 @@ def _naive() -> Figures:
                 process.kill()  # a prefork worker's children go down with their parent
                 process.wait()
         server.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return (
-            httpx.post(url, content=BODY, headers={"content-type": "application/json"}).status_code
-            == 202
-        )
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> bool:

@@ -10,25 +10,13 @@ import subprocess
 import sys
 import time
 
-import httpx
-
-from benchmarks.wrk import Result, post
+from benchmarks.wrk import Result, answers, post
 from shared.localmode import REPO_ROOT, free_port
 from shared.testing import pattern_running, wait_until
 
 ROUNDS = 3
 SECONDS = 10
 BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
-
-
-def _answers(url: str) -> bool:
-    try:
-        return (
-            httpx.post(url, content=BODY, headers={"content-type": "application/json"}).status_code
-            == 200
-        )
-    except httpx.HTTPError:
-        return False
 
 
 def main() -> bool:
@@ -51,7 +39,9 @@ def main() -> bool:
     try:
         with pattern_running(REPO_ROOT / "serving_patterns" / "web_single") as pattern:
             predict_url = f"{pattern.url('api')}/predict"
-            wait_until(lambda: _answers(constant_url), timeout=30, what="the constant app")
+            wait_until(
+                lambda: answers(constant_url, BODY, 200), timeout=30, what="the constant app"
+            )
             runs: dict[str, list[Result]] = {"constant": [], "predict": []}
             for _ in range(ROUNDS):
                 for name, url in (("constant", constant_url), ("predict", predict_url)):

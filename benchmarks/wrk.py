@@ -6,52 +6,71 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 
 @dataclass(frozen=True)
 class Result:
     rps: float
     p50_ms: float
     p99_ms: float
-    errors: int
+    errors: int  # non-2xx answers and socket errors
 
 
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+def post(
+    url: str,
+    body: str,
+    connections: int = 32,
+    seconds: int = 10,
+    threads: int = 2,
+    max_pause_ms: int = 0,
+) -> Result:
+    """POST `body` as JSON to `url` over keep-alive connections for `seconds`.
 
-
-def post(url: str, body: str, connections: int = 32, seconds: int = 10, threads: int = 2) -> Result:
-    """POST `body` as JSON to `url` over `connections` keep-alive connections for `seconds`."""
+    With max_pause_ms, each connection waits a random 0..max_pause_ms before each request:
+    an open-ish loop whose offered rate does not depend on the server, and whose clients do
+    not fire in lockstep.
+    """
     script = (
         'wrk.method = "POST"\n'
         f"wrk.body = [==[{body}]==]\n"  # a long bracket: JSON bodies hold "]]"
         'wrk.headers["Content-Type"] = "application/json"\n'
     )
+    if max_pause_ms:
+        script += f"function delay() return math.random(0, {max_pause_ms}) end\n"
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         Path(lua.name).write_text(script)
-        out = subprocess.run(
-            [
-                "wrk",
-                f"-t{threads}",
-                f"-c{connections}",
-                f"-d{seconds}s",
-                "--latency",
-                "-s",
-                lua.name,
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    socket_errors = re.search(
+        args = [f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", lua.name]
+        out = subprocess.run(["wrk", *args, url], capture_output=True, text=True, check=True).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sockets = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
     )
     return Result(
-        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-        p50_ms=_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
-        p99_ms=_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
-        errors=(int(errors.group(1)) if errors else 0)
-        + (sum(map(int, socket_errors.groups())) if socket_errors else 0),
+        rps=float(_find(r"Requests/sec:\s+([\d.]+)", out)),
+        p50_ms=_ms(_find(r"^\s+50%\s+(\S+)", out)),
+        p99_ms=_ms(_find(r"^\s+99%\s+(\S+)", out)),
+        errors=(int(non_2xx.group(1)) if non_2xx else 0)
+        + (sum(map(int, sockets.groups())) if sockets else 0),
     )
+
+
+def _find(pattern: str, text: str) -> str:
+    found = re.search(pattern, text, re.M)
+    assert found, f"{pattern} not in wrk's output:\n{text}"
+    return found.group(1)
+
+
+def _ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    assert found, f"not a wrk duration: {text}"
+    return float(found[1]) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found[2]]
+
+
+def answers(url: str, body: str, status: int) -> bool:
+    """Whether POSTing `body` to `url` gets `status` (is the server up before we load it)."""
+    try:
+        response = httpx.post(url, content=body, headers={"content-type": "application/json"})
+    except httpx.HTTPError:
+        return False
+    return response.status_code == status
