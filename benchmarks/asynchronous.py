@@ -41,10 +41,13 @@ from shared.testing import pattern_running, wait_until
 PATTERN = REPO_ROOT / "serving_patterns" / "asynchronous"
 SECONDS = 10
 # Open-ish loop: each of CONNECTIONS connections waits a random 0..2*DELAY_MS ms before each
-# request, so the offered load is about CONNECTIONS / (DELAY_MS + latency), 1,250 jobs/s,
-# whatever the server, and the clients do not fire in lockstep (a fixed delay would send all
-# connections' requests in bursts, which no real population of clients does).
-CONNECTIONS, DELAY_MS = 14, 10
+# request, so the offered load is about CONNECTIONS / (DELAY_MS + latency) whatever the server,
+# and the clients do not fire in lockstep (a fixed delay would send all connections' requests in
+# bursts, which no real population of clients does). 12 connections offer about 1,100 jobs/s,
+# just over the goal's rate: the submit latency bound is read at the throughput it goes with.
+# With 14 (about 1,250/s) two workers still keep up, but the two cores saturate and the submit
+# p99 rises to 6-7 ms (README).
+CONNECTIONS, DELAY_MS = 12, 10
 ROUNDS = 2
 BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
 TARGET_RATE, TARGET_P99_MS = 1000.0, 5.0

@@ -8,24 +8,14 @@ the next: the response times are those of the submits and polls; the time from s
 result is reported as the "job done" entry (a Locust event, not an HTTP request).
 """
 
-import random
 import time
 
 from locust import FastHttpUser, between, task
 
-from shared.loadtest import SLO, enforce_slo
+from shared.loadtest import SLO, enforce_slo, iris_row
 
 # Measured on 2 cores with the load generator on the same machine; see the README.
 enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=200))
-
-
-def iris_row() -> list[float]:
-    return [
-        round(random.uniform(4.3, 7.9), 1),
-        round(random.uniform(2.0, 4.4), 1),
-        round(random.uniform(1.0, 6.9), 1),
-        round(random.uniform(0.1, 2.5), 1),
-    ]
 
 
 class Submitter(FastHttpUser):
