@@ -121,13 +121,14 @@ def test_no_job_is_lost_or_finished_twice_when_a_worker_is_killed_holding_jobs(
     variables = _variables(
         tmp_path,
         ASYNC_WORKER_REPLICAS="1",
-        ASYNC_WORKER_MODEL_DELAY_SECONDS="0.3",
+        # Long enough that the kill lands while the job runs, even on a busy CI machine.
+        ASYNC_WORKER_MODEL_DELAY_SECONDS="1.0",
         ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="2",
         ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
-        job_ids = [_submit(url, [SETOSA]) for _ in range(8)]
+        job_ids = [_submit(url, [SETOSA]) for _ in range(5)]
         wait_until(lambda: _running(url, job_ids), timeout=10, what="a job in the worker's hands")
         p.kill("worker", 0)  # SIGKILL: no chance to give its job back
         held = _running(url, job_ids)
@@ -135,7 +136,7 @@ def test_no_job_is_lost_or_finished_twice_when_a_worker_is_killed_holding_jobs(
         p.wait_healthy("worker", 1)
         answers = wait_until(lambda: _finished(url, job_ids), timeout=40, what="every job")
         rows = wait_until(
-            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= 8 and r,
+            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= 5 and r,
             timeout=20,
         )
 
