@@ -144,7 +144,6 @@ class Service:
     ports: dict[int, int]  # container port -> published port (itself for `expose`)
     published: bool  # an entry service: compose publishes its port to the host
     healthcheck: list[str]
-    health_interval: float
     health_timeout: float
     health_deadline: float
     depends_on: dict[str, str]
@@ -203,7 +202,6 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
             ports=ports,
             published=bool(spec.get("ports")),
             healthcheck=list(test),
-            health_interval=interval,
             health_timeout=_seconds(health.get("timeout"), 30.0),
             # Compose gives up after start_period + retries * interval; a cold start on a busy
             # machine (CI) needs at least a minute.
