@@ -1,11 +1,10 @@
-"""Serve an exported model: its card (model.json), an onnxruntime session loaded off the event
-loop, and the service skeleton every model server shares (create_model_service)."""
+"""Serve an exported model: its card (model.json), an onnxruntime session, and the service
+skeleton every model server shares (create_model_service)."""
 
-import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from shared.schemas import Metadata, PredictRequest, UnscorableRows
-from shared.service import create_service, not_ready
+from shared.service import Slot, create_service
 from shared.settings import ModelServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -75,62 +74,23 @@ class Predictor:
         ]
 
 
-class ModelSlot:
-    """The model a service is serving, or why it has none yet (readiness reads this).
-
-    Loading runs in a thread and retries until the files are there, so the service answers
-    /health at once, is not ready while it loads, and recovers by itself once the model appears.
-    """
-
-    def __init__(self, model_dir: str | Path, retry_seconds: float = 1.0) -> None:
-        self.model_dir = Path(model_dir)
-        self.retry_seconds = retry_seconds
-        self.predictor: Predictor | None = None
-        self.not_ready_reason = f"model loading from {self.model_dir}"
-
-    async def load(self) -> None:
-        while self.predictor is None:
-            try:
-                self.predictor = await asyncio.to_thread(Predictor, self.model_dir)
-            # Whatever stops the load (missing file, bad bytes) leaves the service not ready, with
-            # the reason in /ready, and is tried again: the file may still be on its way.
-            except Exception as exc:
-                self.not_ready_reason = f"model not loadable from {self.model_dir}: {exc}"
-                logger.warning(self.not_ready_reason)
-                await asyncio.sleep(self.retry_seconds)
-        card = self.predictor.card
-        logger.info("model %s %s loaded from %s", card.name, card.version, self.model_dir)
-
-    def readiness(self) -> str | None:
-        return None if self.predictor else self.not_ready_reason
-
-    def require(self) -> Predictor:
-        """The predictor, or the 503 (with Retry-After) a request gets while there is none."""
-        if self.predictor is None:
-            raise not_ready(self.not_ready_reason)
-        return self.predictor
-
-
 def create_model_service(
     name: str,
     settings: ModelServiceSettings,
     description: str = "",
     input_schema: type[BaseModel] = PredictRequest,
     sample_input: Callable[[ModelCard], dict[str, Any]] | None = None,
-) -> tuple[FastAPI, ModelSlot]:
+) -> tuple[FastAPI, Slot[Predictor]]:
     """A service (shared.service.create_service) that serves the model in settings.model_dir.
 
     The model loads in the background: /ready is 503 until it is in memory. GET /metadata
     describes it: name, version, features, labels, the request body's schema and a sample
     request (by default {"data": <the card's sample rows>}). The pattern adds /predict.
     """
-    model = ModelSlot(settings.model_dir)
+    model = Slot("model", settings.model_dir, lambda: Predictor(settings.model_dir))
 
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(model.load())
-        yield
-        loading.cancel()
+    def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
+        return model.loading()
 
     app = create_service(name, settings, lifespan, description=description)
     app.state.readiness["model"] = model.readiness

@@ -5,13 +5,14 @@ size limit, GET /health, GET /ready and GET /metrics. A pattern adds its own rou
 readiness checks; the mechanics of the pattern stay in the pattern's folder.
 """
 
+import asyncio
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Generic, TypeVar
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -52,6 +53,8 @@ LATENCY = Histogram(
 
 # A caller's id is kept only if it is a sane token; anything else would poison logs and headers.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+T = TypeVar("T")
 
 ReadinessCheck = Callable[[], Awaitable[str | None] | str | None]
 
@@ -306,6 +309,53 @@ def add_hot_route(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+class Slot(Generic[T]):
+    """Something a service must load before it can serve (a model, a card, a preprocessing).
+
+    `loading()` (in the lifespan) loads it in a thread and retries until it loads, so the service
+    answers /health at once, is not ready while it loads (the reason is in /ready), and recovers
+    by itself once the file appears. `require()` gives it to a request, or the 503.
+    """
+
+    def __init__(
+        self, what: str, source: object, load: Callable[[], T], retry_seconds: float = 1.0
+    ) -> None:
+        self.what = what
+        self.source = source
+        self._load = load
+        self.retry_seconds = retry_seconds
+        self.value: T | None = None
+        self.not_ready_reason = f"{what} loading from {source}"
+
+    async def fill(self) -> None:
+        while self.value is None:
+            try:
+                self.value = await asyncio.to_thread(self._load)
+            # Whatever stops the load (missing file, bad bytes) leaves the service not ready,
+            # with the reason, and is tried again: the file may still be on its way.
+            except Exception as exc:
+                self.not_ready_reason = f"{self.what} not loadable from {self.source}: {exc}"
+                logger.warning(self.not_ready_reason)
+                await asyncio.sleep(self.retry_seconds)
+        logger.info("%s loaded from %s", self.what, self.source)
+
+    @asynccontextmanager
+    async def loading(self) -> AsyncIterator[None]:
+        task = asyncio.create_task(self.fill())
+        try:
+            yield
+        finally:
+            task.cancel()
+
+    def readiness(self) -> str | None:
+        return None if self.value is not None else self.not_ready_reason
+
+    def require(self) -> T:
+        if self.value is None:
+            raise not_ready(self.not_ready_reason)
+        return self.value
 
 
 def not_ready(reason: str) -> HTTPException:

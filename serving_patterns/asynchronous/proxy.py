@@ -8,7 +8,6 @@ GET /jobs/{id} reads the record; GET /dead-letters lists the jobs that failed ev
     uvicorn serving_patterns.asynchronous.proxy:create_app --factory --port 8020
 """
 
-import asyncio
 import json
 import logging
 import time
@@ -31,7 +30,7 @@ from serving_patterns.asynchronous.settings import ProxySettings
 from shared.logs import request_id_var
 from shared.model import ModelCard
 from shared.schemas import Metadata, Prediction, PredictRequest, check_rows
-from shared.service import create_service, not_ready
+from shared.service import Slot, create_service
 
 logger = logging.getLogger(__name__)
 
@@ -114,30 +113,10 @@ class DeadLetter(BaseModel):
     failed_at: float
 
 
-class CardSlot:
-    """The model card the proxy checks rows against; read in the background until it loads."""
-
-    def __init__(self, model_dir: str) -> None:
-        self.path = Path(model_dir) / "model.json"
-        self.card: ModelCard | None = None
-        self.reason = f"model card loading from {self.path}"
-
-    async def load(self) -> None:
-        while self.card is None:
-            try:
-                self.card = ModelCard.read(self.path)
-            except (OSError, ValueError, KeyError) as exc:
-                self.reason = f"model card not readable at {self.path}: {exc}"
-                logger.warning(self.reason)
-                await asyncio.sleep(1.0)
-
-    def readiness(self) -> str | None:
-        return None if self.card else self.reason
-
-
 def create_app(settings: ProxySettings | None = None) -> FastAPI:
     settings = settings or ProxySettings()
-    cards = CardSlot(settings.model_dir)
+    model_json = Path(settings.model_dir) / "model.json"
+    cards = Slot("model card", model_json, lambda: ModelCard.read(model_json))
     # Few, quick retries: a submit must not hang while Redis is away; the client gets 503 and
     # submits again. (A retried submit can queue one job twice; the job record makes the second
     # run change nothing, see jobs.FINISH.)
@@ -151,9 +130,8 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(cards.load())
-        yield
-        loading.cancel()
+        async with cards.loading():
+            yield
         await redis.aclose()
 
     app = create_service("asynchronous-proxy", settings, lifespan, description=__doc__ or "")
@@ -169,9 +147,7 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     app.state.readiness["redis"] = redis_answers
 
     def card() -> ModelCard:
-        if cards.card is None:
-            raise not_ready(cards.reason)
-        return cards.card
+        return cards.require()
 
     def redis_down(exc: RedisError) -> HTTPException:
         logger.warning("redis unavailable: %s", exc)

@@ -8,7 +8,6 @@ prediction back. When pred is down, slow or refuses, prep itself stays up and sa
     uvicorn serving_patterns.prep_pred.prep:create_app --factory --port 8040
 """
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,12 +17,12 @@ from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from serving_patterns.prep_pred.preprocessing import Preprocessor, PreprocessorSlot
+from serving_patterns.prep_pred.preprocessing import Preprocessor
 from serving_patterns.prep_pred.schemas import IMAGE_SIDE, ImagesRequest, PrepResponse
 from serving_patterns.prep_pred.settings import PrepSettings
 from shared.http import service_client
 from shared.schemas import Metadata, PredictResponse
-from shared.service import create_service, not_ready
+from shared.service import Slot, create_service
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +32,20 @@ RETRY = {"Retry-After": "1"}
 
 def create_app(settings: PrepSettings | None = None) -> FastAPI:
     settings = settings or PrepSettings()
-    preprocessing = PreprocessorSlot(settings.preprocess_path)
+    preprocessing = Slot(
+        "preprocessing",
+        settings.preprocess_path,
+        lambda: Preprocessor(settings.preprocess_path),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loading = asyncio.create_task(preprocessing.load())
-        async with service_client(settings.pred_url, settings.pred_timeout_seconds) as pred:
+        async with (
+            preprocessing.loading(),
+            service_client(settings.pred_url, settings.pred_timeout_seconds) as pred,
+        ):
             app.state.pred = pred
             yield
-        loading.cancel()
 
     app = create_service("prep", settings, lifespan, description=__doc__ or "")
     # Readiness is prep's own: its preprocessing is loaded. pred being down does not take prep
@@ -49,9 +53,7 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
     app.state.readiness["preprocessing"] = preprocessing.readiness
 
     def loaded() -> Preprocessor:
-        if preprocessing.preprocessor is None:
-            raise not_ready(preprocessing.not_ready_reason)
-        return preprocessing.preprocessor
+        return preprocessing.require()
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:

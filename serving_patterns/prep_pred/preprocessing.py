@@ -7,16 +7,12 @@ applied as PCA.transform applies them, so prep needs neither scikit-learn nor on
     features = ((pixels / pixel_max) - mean) @ components.T / scale
 """
 
-import asyncio
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from serving_patterns.prep_pred.schemas import IMAGE_SIDE, PIXEL_MAX
-
-logger = logging.getLogger(__name__)
 
 
 class Preprocessor:
@@ -53,32 +49,3 @@ class Preprocessor:
         projected = (pixels / self.pixel_max - self.mean) @ self.components.T
         features: np.ndarray = projected / self.scale
         return features
-
-
-class PreprocessorSlot:
-    """The preprocessing prep is serving, or why it has none yet (readiness reads this).
-
-    Like shared.model.ModelSlot: loading retries until the file is there, so the service
-    answers /health at once and becomes ready by itself.
-    """
-
-    def __init__(self, path: str | Path, retry_seconds: float = 1.0) -> None:
-        self.path = Path(path)
-        self.retry_seconds = retry_seconds
-        self.preprocessor: Preprocessor | None = None
-        self.not_ready_reason = f"preprocessing loading from {self.path}"
-
-    async def load(self) -> None:
-        while self.preprocessor is None:
-            try:
-                self.preprocessor = await asyncio.to_thread(Preprocessor, self.path)
-            # Missing file, bad JSON, wrong shapes: not ready, with the reason, and tried again.
-            except Exception as exc:
-                self.not_ready_reason = f"preprocessing not loadable from {self.path}: {exc}"
-                logger.warning(self.not_ready_reason)
-                await asyncio.sleep(self.retry_seconds)
-        p = self.preprocessor
-        logger.info("preprocessing %s %s loaded from %s", p.name, p.version, self.path)
-
-    def readiness(self) -> str | None:
-        return None if self.preprocessor else self.not_ready_reason
