@@ -169,3 +169,21 @@ def test_compose_file_references_what_exists(compose: Path) -> None:
             assert re.search(r":\d", service["image"]), f"{name}: pin the image {service['image']}"
         if name not in one_shot and not service.get("restart") == "no":
             assert "healthcheck" in service, f"{name}: long-running services have a healthcheck"
+
+
+@pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
+def test_readme_cites_only_tests_that_exist(entry) -> None:  # type: ignore[no-untyped-def]
+    readme = (entry.path / "README.md").read_text()
+    shows = readme.split("## What it shows", 1)[1].split("\n## ", 1)[0]
+    sources = "\n".join(
+        p.read_text()
+        for folder in (entry.path / "tests", REPO_ROOT / "tests")
+        for p in folder.glob("*.py")
+    )
+    defined = set(re.findall(r"^def (test_\w+)", sources, re.M))
+    cited = {
+        name for name in re.findall(r"\b(test_\w+)\b(?!\.py)", shows) if not name.endswith("_")
+    }
+
+    assert cited, "What it shows names no test"
+    assert cited <= defined, f"cited but not defined: {sorted(cited - defined)}"
