@@ -60,6 +60,11 @@ def test_prep_is_not_ready_without_its_preprocessing(tmp_path: Path) -> None:
     settings = PrepSettings(preprocess_path=str(tmp_path / "missing.json"))
     with TestClient(create_app(settings)) as client:
         health = client.get("/health")
+        # The first load attempt runs in a thread: wait for it to have failed, not for luck.
+        wait_until(
+            lambda: "not loadable" in client.get("/ready").json()["reasons"]["preprocessing"],
+            what="a failed load attempt",
+        )
         ready = client.get("/ready")
         predict = client.post("/predict", json={"data": [SAMPLE_IMAGE]})
 

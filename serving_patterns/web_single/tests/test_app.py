@@ -150,6 +150,11 @@ def test_not_ready_until_the_model_appears_then_serves_without_restart(tmp_path:
     settings = Settings(model_dir=str(tmp_path / "iris"))
     app = create_app(settings)
     with TestClient(app) as client:
+        # The first load attempt runs in a thread: wait for it to have failed, not for luck.
+        wait_until(
+            lambda: "not loadable" in client.get("/ready").json()["reasons"]["model"],
+            what="a failed load attempt",
+        )
         ready = client.get("/ready")
         early = client.post("/predict", json={"data": [SETOSA]})
         assert client.get("/health").status_code == 200
