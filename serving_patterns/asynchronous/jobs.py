@@ -73,7 +73,7 @@ def task_message(queue: str, job_id: str, rows: list[list[float]], request_id: s
     What `predict.apply_async(kwargs=...)` would send, built here so that the proxy can queue
     the job and write its record in one atomic Redis call (SUBMIT) without blocking its event
     loop on Celery's synchronous client. Protocol:
-    https://docs.celeryq.dev/en/stable/internals/protocol.html (tests/test_jobs.py checks it
+    https://docs.celeryq.dev/en/stable/internals/protocol.html (tests/test_units.py checks it
     against Celery's own builder; the end-to-end tests check a real worker runs it).
     """
     kwargs = {"job_id": job_id, "rows": rows, "request_id": request_id}

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery import Celery, Task, signals
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.retry import Retry as RedisRetry
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.alive import start_heartbeat
@@ -67,7 +67,7 @@ class Runtime:
         self.predictor = Predictor(self.settings.model_dir)
         # Patient retries: a Redis restart of a few seconds must not fail the job being recorded.
         self.redis = Redis.from_url(
-            self.settings.redis_url, retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 8)
+            self.settings.redis_url, retry=RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), 8)
         )
         self.start = self.redis.register_script(jobs.START)
         self.finish = self.redis.register_script(jobs.FINISH)
@@ -77,7 +77,6 @@ class Runtime:
 
     def run(self, task: Task, job: Job) -> None:
         self.load()
-        settings = self.settings
         try:
             attempt, *submitted_at = self.start(keys=[job.key], args=[job.worker, time.time()])
         except RedisError as exc:
@@ -88,6 +87,18 @@ class Runtime:
             logger.info("job %s already finished (or expired): this delivery is dropped", job.id)
             return
         job.submitted_at = float(submitted_at[0])
+        try:
+            self._attempt(task, job, attempt)
+        except (Reject, Retry):
+            raise
+        except Exception as exc:
+            # A bug of this code, not of the model: the client sees the job failed, with the
+            # reason, rather than pending until its record expires.
+            logger.exception("job %s: unexpected error", job.id)
+            self._fail(job, f"internal error: {type(exc).__name__}: {exc}", attempt)
+
+    def _attempt(self, task: Task, job: Job, attempt: int) -> None:
+        settings = self.settings
         if attempt > settings.max_attempts:
             # Only a run that never finished (its worker died) gets here: START counted it.
             reason = f"gave up after {settings.max_attempts} attempts: the worker was lost"

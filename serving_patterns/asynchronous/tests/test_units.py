@@ -1,17 +1,25 @@
-"""Unit tests of the pieces with no process of their own: the task message, the sink, settings."""
+"""Unit tests of the pieces with no process of their own: the task message, the sink, settings,
+the worker's handling of its own bugs."""
 
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
 from pydantic import ValidationError
+from redis import Redis
 from sqlalchemy import create_engine, select, text
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.settings import WorkerSettings
 from serving_patterns.asynchronous.sink import connect, inferences, write
+from serving_patterns.asynchronous.worker import Job, Runtime
+from shared.localmode import RedisServer
+
+MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 
 ROW = [5.1, 3.5, 1.4, 0.2]
 
@@ -94,3 +102,29 @@ def test_sink_keeps_one_row_per_job_when_a_batch_is_written_twice(
 def test_worker_settings_refuse_a_restore_interval_longer_than_the_visibility_timeout() -> None:
     with pytest.raises(ValidationError, match="restore_interval_seconds"):
         WorkerSettings(visibility_timeout_seconds=1, restore_interval_seconds=5)
+
+
+def test_a_bug_after_the_prediction_fails_the_job_with_its_reason_instead_of_leaving_it_pending(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = RedisServer(["redis-server"], None)
+    try:
+        store = Redis.from_url(server.url, decode_responses=True)
+        store.register_script(jobs.SUBMIT)(
+            keys=["q", jobs.job_key("j1")], args=[10, 60, "message", "r1", 1767225600.0]
+        )
+        runtime = Runtime(WorkerSettings(model_dir=str(MODEL_DIR), redis_url=server.url))
+        runtime.load()
+        # Something the job record cannot hold: the bug is in the worker's code, not the model.
+        monkeypatch.setattr(runtime, "predict", lambda rows: [{"label": object()}])
+
+        runtime.run(task=Any, job=Job("j1", [ROW], "r1", worker="worker@w1"))  # type: ignore[arg-type]
+
+        record = store.hgetall(jobs.job_key("j1"))
+        dead = [json.loads(letter) for letter in store.lrange(jobs.DEAD_LETTERS, 0, -1)]
+    finally:
+        server.close()
+
+    assert record["status"] == "failed"
+    assert record["error"].startswith("internal error: TypeError")
+    assert [letter["job_id"] for letter in dead] == ["j1"]
