@@ -98,6 +98,7 @@ def _run(
     deadline = settings.deadline(started)
     run_id = storage.start_run(conn, started, settings.retry, model.card.version)
     plan = storage.plan_chunks(conn, run_id, settings.chunk_size)
+    conn.commit()  # the plan is read; from here each chunk is a transaction of its own
     report = RunReport(run_id, "done", sum(c.rows for c in plan), len(plan))
     logger.info(
         "run %d: %d rows to score in %d chunk%s (retry=%s, deadline %s)", run_id,
@@ -176,6 +177,10 @@ def _score_chunk(
     conn: Connection, model: Model, run_id: int, attempt: int, chunk: Chunk
 ) -> tuple[int, int]:
     """Read, score and write one chunk in one transaction; (rows scored, rows failed)."""
+    # Begun here, not on first use: read_chunk uses the driver connection, which SQLAlchemy does
+    # not see, and the rollback after a failure must reach the driver (on PostgreSQL a failed
+    # statement aborts the transaction: every later one would fail until it is rolled back).
+    conn.begin()
     rows = storage.read_chunk(conn, run_id, chunk)
     ids, x, reasons = to_features(rows)
     ok = np.ones(len(ids), dtype=bool)

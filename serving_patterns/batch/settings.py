@@ -56,6 +56,17 @@ class JobSettings(BaseSettings):
         "of day (06:00, UTC unless it has an offset) means its next occurrence",
     )
 
+    @field_validator("finish_by", mode="before")
+    @classmethod
+    def _not_a_number(cls, value: object) -> object:
+        # pydantic reads a number as a Unix timestamp: 0600 would be a deadline in 1970, and
+        # every run would silently score nothing.
+        if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+            raise ValueError(
+                f"{value!r} is not a time of day (06:00) nor a date and time (2026-12-01T06:00Z)"
+            )
+        return value
+
     def deadline(self, started: datetime) -> datetime | None:
         """The moment after which the run starts no new chunk."""
         if self.finish_by is None:

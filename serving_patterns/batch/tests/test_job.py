@@ -225,6 +225,27 @@ def test_retry_failed_scores_only_the_failed_chunk_again(engine: Engine) -> None
     assert unpredicted(engine) == []
 
 
+def test_a_database_error_while_reading_a_chunk_stays_in_that_chunk(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage.add_items(engine, demo_rows(1, 30, bad_every=0))
+    real_read, reads = storage.read_chunk, []
+
+    def read_failing_once(conn: Any, run_id: int, chunk: storage.Chunk) -> list[tuple[Any, ...]]:
+        reads.append(chunk.first_id)
+        if len(reads) == 2:
+            # A real driver error; on PostgreSQL it aborts the transaction, as a timeout would.
+            conn.connection.driver_connection.execute("SELECT * FROM no_such_table")
+        return real_read(conn, run_id, chunk)
+
+    monkeypatch.setattr(storage, "read_chunk", read_failing_once)
+    report = job.run(settings(engine, chunk_size=10, retry="failed"))
+
+    assert (report.status, report.scored, report.attempts) == ("done", 30, 2)
+    assert chunk_log(engine, report.run_id)[1] == (1, 11, 20, "failed")
+    assert unpredicted(engine) == []
+
+
 def test_retry_all_scores_every_chunk_again(engine: Engine) -> None:
     storage.add_items(engine, demo_rows(1, 30, bad_every=0))
     model = FlakyModel(fails=lambda call: call == 2)

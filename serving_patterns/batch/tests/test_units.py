@@ -2,8 +2,10 @@
 
 import math
 from datetime import UTC, datetime, time, timedelta, timezone
+from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from serving_patterns.batch.job import to_features
@@ -77,6 +79,12 @@ def test_settings_read_the_environment_and_an_empty_value_means_unset(
     assert settings.database_url == "postgresql://somewhere/db"
 
 
+@pytest.mark.parametrize("number", ["0600", "6", 6])
+def test_a_deadline_that_is_a_number_is_refused_not_read_as_a_date_in_1970(number: object) -> None:
+    with pytest.raises(ValidationError, match="is not a time of day"):
+        JobSettings(finish_by=number)
+
+
 def test_scheduler_refuses_a_bad_cron_expression() -> None:
     with pytest.raises(ValidationError, match="not a cron expression"):
         SchedulerSettings(schedule="every morning")
@@ -90,10 +98,18 @@ def test_next_tick_follows_the_cron_expression() -> None:
     assert next_tick("* * * * * */10", now) == datetime(2026, 3, 1, 10, 7, 40, tzinfo=UTC)
 
 
-def test_demo_rows_are_the_same_for_the_same_ids_with_a_bad_row_every_nth() -> None:
+def test_demo_rows_are_the_same_for_the_same_call_with_a_bad_row_every_nth() -> None:
     rows = demo_rows(1, 10, bad_every=4)  # ids 4 and 8: an inf and a NaN (id 12 would get NULL)
 
     assert rows == demo_rows(1, 10, bad_every=4)
     bad = [i + 1 for i, row in enumerate(rows) if not all(map(math.isfinite, row))]
     assert bad == [4, 8]
     assert all(0.1 <= v <= 9 for row in demo_rows(1, 1000, bad_every=0) for v in row)
+
+
+def test_the_scheduler_does_not_wait_for_the_first_run_to_succeed() -> None:
+    # A first run that leaves a failed chunk exits 1; the schedule must start all the same.
+    compose = yaml.safe_load((Path(__file__).parents[1] / "compose.yaml").read_text())
+
+    assert "job" not in compose["services"]["scheduler"]["depends_on"]
+    assert compose["services"]["scheduler"]["restart"] == "unless-stopped"
