@@ -38,9 +38,9 @@ else
 	$(PY) -m pytest -n $(TEST_WORKERS)
 endif
 
-load: $(STAMP) ## Locust against the running PATTERN; pass/fail on its SLO (HOST=, USERS=, DURATION=)
+load: $(STAMP) ## Locust against the running PATTERN; pass/fail on its SLO (HOST=, PORT_OFFSET=, USERS=, DURATION=)
 	@test -n "$(PATTERN)" || { echo "usage: make load PATTERN=web-single  (start it first: make run)"; exit 2; }
-	@$(PY) -m shared.loadtest $(PATTERN) $(if $(HOST),--host $(HOST)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
+	@$(PY) -m shared.loadtest $(PATTERN) $(if $(HOST),--host $(HOST)) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
 
 lint: $(STAMP) ## ruff, mypy on shared/, hadolint on every Dockerfile, every compose file validated
 	$(VENV)/bin/ruff check .

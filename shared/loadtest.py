@@ -9,6 +9,7 @@ report to reports/<pattern>-load.html. Exit code 0 only when every SLO bound hol
 
 import argparse
 import logging
+import os
 import random
 import subprocess
 import sys
@@ -74,13 +75,14 @@ def enforce_slo(slo: SLO) -> None:
         environment.process_exit_code = 1 if breaches else 0
 
 
-def entry_url(folder: Path) -> str:
-    """http://127.0.0.1:<published port> of the pattern's entry service (compose `ports`)."""
+def entry_url(folder: Path, port_offset: int = 0) -> str:
+    """http://127.0.0.1:<published port> of the pattern's entry service (compose `ports`), read
+    as `make run` reads it: with this environment's variables (WEB_SINGLE_PORT=8100) and offset."""
     services = yaml.safe_load((folder / "compose.yaml").read_text())["services"]
     for service in services.values():
         for spec in service.get("ports", []):
-            published = interpolate(str(spec), {}).split(":")[-2]
-            return f"http://127.0.0.1:{published}"
+            published = int(interpolate(str(spec), os.environ).split(":")[-2])
+            return f"http://127.0.0.1:{published + port_offset}"
     raise SystemExit(f"{folder}/compose.yaml publishes no port to load")
 
 
@@ -88,6 +90,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pattern")
     parser.add_argument("--host", help="base URL (default: the pattern's published port)")
+    parser.add_argument("--port-offset", type=int, default=0, help="as given to make run")
     parser.add_argument("--users", type=int, default=32)
     parser.add_argument("--duration", default="30s")
     args = parser.parse_args()
@@ -110,7 +113,7 @@ def main() -> int:
         "--run-time",
         args.duration,
         "--host",
-        args.host or entry_url(entry.path),
+        args.host or entry_url(entry.path, args.port_offset),
         "--html",
         str(report),
         "--only-summary",

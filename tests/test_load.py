@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from shared.catalogue import REPO_ROOT
+from shared.loadtest import entry_url
 from shared.testing import pattern_running
 from tests.conftest import implemented
 
@@ -46,3 +47,16 @@ def test_locustfile_runs_clean_against_the_pattern(entry) -> None:  # type: igno
     assert "SLO met" in output or "SLO broken" in output, output[-3000:]
     assert " 0(0.00%)" in output, f"requests failed under load:\n{output[-3000:]}"
     assert (REPO_ROOT / "reports" / f"{entry.slug}-load.html").exists()
+
+
+def test_make_load_finds_the_port_where_make_run_put_the_pattern(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = REPO_ROOT / "serving_patterns" / "web_single"
+    monkeypatch.delenv("WEB_SINGLE_PORT", raising=False)
+    default = entry_url(folder)
+    monkeypatch.setenv("WEB_SINGLE_PORT", "8100")
+
+    assert default == "http://127.0.0.1:8000"
+    assert entry_url(folder) == "http://127.0.0.1:8100"
+    assert entry_url(folder, port_offset=5) == "http://127.0.0.1:8105"
