@@ -46,15 +46,17 @@ redis.call('HSET', KEYS[1], 'worker', ARGV[1], 'started_at', ARGV[2])
 return {redis.call('HINCRBY', KEYS[1], 'attempts', 1), redis.call('HGET', KEYS[1], 'submitted_at')}
 """
 
-# KEYS: job, the list the outcome goes to (results or dead-letters).
+# KEYS: job, and the list the outcome goes to (results or dead-letters), if any.
 # ARGV: the outcome record for that list, how many entries the list keeps (0: all), then the
 # job's new field-value pairs. Returns 1 when this call finished the job, 0 when it was
 # finished already.
 FINISH = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'pending' then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-redis.call('RPUSH', KEYS[2], ARGV[1])
-if tonumber(ARGV[2]) > 0 then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1) end
+if KEYS[2] then
+  redis.call('RPUSH', KEYS[2], ARGV[1])
+  if tonumber(ARGV[2]) > 0 then redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1) end
+end
 return 1
 """
 

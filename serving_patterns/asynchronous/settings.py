@@ -58,6 +58,11 @@ class WorkerSettings(ModelServiceSettings):
         0.0, ge=0, description="Extra time per prediction, to stand in for a slow model"
     )
     dead_letter_limit: int = Field(10_000, gt=0, description="Newest dead letters kept")
+    results_to_sink: bool = Field(
+        True,
+        description="Append each finished job to the list the sink reads; turn off when no "
+        "sink runs (clients poll), or the list grows without end",
+    )
     heartbeat_seconds: float = Field(5.0, gt=0, description="How often the worker says it lives")
 
     @model_validator(mode="after")

@@ -54,7 +54,11 @@ def connect(database_url: str) -> Engine:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_pre_ping=True)
-    metadata.create_all(engine)
+    try:
+        metadata.create_all(engine)
+    except SQLAlchemyError:
+        engine.dispose()
+        raise
     return engine
 
 
@@ -86,11 +90,15 @@ def drain_once(redis: Redis, engine: Engine, batch_size: int) -> int:
 
 def run(settings: SinkSettings, stop: threading.Event) -> None:
     redis = Redis.from_url(settings.redis_url)
-    engine = connect(settings.database_url)
-    logger.info("writing finished jobs to %s", engine.url.render_as_string(hide_password=True))
+    engine: Engine | None = None
     start_heartbeat("sink", settings.heartbeat_seconds)
     while not stop.is_set():
         try:
+            if engine is None:
+                # In the loop: a database still starting (or down) is a pause, not the end.
+                engine = connect(settings.database_url)
+                where = engine.url.render_as_string(hide_password=True)
+                logger.info("writing finished jobs to %s", where)
             written = drain_once(redis, engine, settings.batch_size)
         except (RedisError, SQLAlchemyError) as exc:
             # Nothing was trimmed: the same rows are tried again once both answer.
@@ -99,7 +107,8 @@ def run(settings: SinkSettings, stop: threading.Event) -> None:
             stop.wait(1.0)
         if written < settings.batch_size:
             stop.wait(settings.poll_seconds)
-    engine.dispose()
+    if engine is not None:
+        engine.dispose()
     redis.close()
 
 

@@ -76,7 +76,13 @@ class Runtime:
         logger.info("model %s %s loaded", card.name, card.version)
 
     def run(self, task: Task, job: Job) -> None:
-        self.load()
+        try:
+            self.load()
+        except Exception as exc:
+            # Not started, so not counted: back on the queue for a worker that can run it
+            # (acknowledged as failed, the message would be gone and the job pending forever).
+            logger.exception("job %s: cannot load the model, requeued", job.id)
+            raise Reject(str(exc), requeue=True) from exc
         try:
             attempt, *submitted_at = self.start(keys=[job.key], args=[job.worker, time.time()])
         except RedisError as exc:
@@ -158,7 +164,9 @@ class Runtime:
             "model_version",
             version,
         ]
-        self._finish(job, jobs.RESULTS, record, 0, fields)
+        # Without a sink nobody would read the results list: it would only grow.
+        target = jobs.RESULTS if self.settings.results_to_sink else None
+        self._finish(job, target, record, 0, fields)
 
     def _fail(self, job: Job, reason: str, attempts: int) -> None:
         logger.error("job %s failed after %d attempts: %s", job.id, attempts, reason)
@@ -171,14 +179,15 @@ class Runtime:
             "attempts": attempts,
             "failed_at": now,
         }
-        fields = ["status", "failed", "finished_at", now, "error", reason]
+        fields = ["status", "failed", "finished_at", now, "error", reason, "attempts", attempts]
         self._finish(job, jobs.DEAD_LETTERS, record, self.settings.dead_letter_limit, fields)
 
     def _finish(
-        self, job: Job, target: str, record: dict[str, Any], keep: int, fields: list[Any]
+        self, job: Job, target: str | None, record: dict[str, Any], keep: int, fields: list[Any]
     ) -> None:
+        keys = [job.key] if target is None else [job.key, target]
         try:
-            self.finish(keys=[job.key, target], args=[jobs.dumps(record), keep, *fields])
+            self.finish(keys=keys, args=[jobs.dumps(record), keep, *fields])
         except RedisError as exc:
             logger.warning("job %s: cannot record the outcome, requeued: %s", job.id, exc)
             raise Reject(str(exc), requeue=True) from exc
@@ -244,8 +253,11 @@ def main() -> None:
 
     @signals.worker_ready.connect(weak=False)
     def ready(**_: Any) -> None:
-        runtime.load()  # a model that cannot load fails here, before the worker counts as up
         start_heartbeat("worker", settings.heartbeat_seconds)
+
+    # Before consuming: a model that cannot load stops the worker here, before it takes a job.
+    # (In a signal handler Celery would log the error and consume all the same.)
+    runtime.load()
 
     app.worker_main(
         [

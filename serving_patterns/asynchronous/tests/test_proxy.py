@@ -1,6 +1,7 @@
 """In-process tests of the proxy with a private redis-server: submit, poll, bad input, outages."""
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,10 +111,13 @@ def test_submit_answers_503_at_once_while_redis_is_down(
 ) -> None:
     server.stop()
 
+    started = time.perf_counter()
     response = client.post("/predict", json={"data": [SETOSA]})
+    elapsed = time.perf_counter() - started
     ready = client.get("/ready")
 
     assert response.status_code == 503
+    assert elapsed < 1.0  # refused connections: no wait for the 2 s Redis timeout
     assert "job store unavailable" in response.json()["detail"]
     assert ready.status_code == 503
     assert "redis" in ready.json()["reasons"]
