@@ -78,8 +78,9 @@ class Metadata(BaseModel):
     extra: dict[str, Any] = {}
 
 
-def check_rows(data: list[list[float]], feature_names: list[str], max_rows: int) -> None:
-    """422 naming the problem when the rows don't fit the model: too many, or the wrong width."""
+def check_rows(data: list[list[float]], feature_names: list[str] | None, max_rows: int) -> None:
+    """422 naming the problem when the rows don't fit the model: too many, or the wrong width
+    (not checked without feature_names: a service in front of the model leaves that to it)."""
     errors: list[dict[str, Any]] = []
     if len(data) > max_rows:
         errors.append(
@@ -90,7 +91,14 @@ def check_rows(data: list[list[float]], feature_names: list[str], max_rows: int)
                 "input": len(data),
             }
         )
-    n = len(feature_names)
+    if feature_names is not None:
+        errors += _width_errors(data, feature_names)
+    if errors:
+        raise RequestValidationError(errors)
+
+
+def _width_errors(data: list[list[float]], feature_names: list[str]) -> list[dict[str, Any]]:
+    n, errors = len(feature_names), []
     for i, row in enumerate(data):
         if len(row) != n:
             errors.append(
@@ -103,8 +111,7 @@ def check_rows(data: list[list[float]], feature_names: list[str], max_rows: int)
             )
             if len(errors) >= 10:  # enough to name the problem, not a copy of a huge body
                 break
-    if errors:
-        raise RequestValidationError(errors)
+    return errors
 
 
 Body = TypeVar("Body", bound=BaseModel)

@@ -23,6 +23,9 @@ class WebappSettings(ServiceSettings):
     max_connections: int = Field(
         100, gt=0, description="Size of the connection pool to the predictor"
     )
+    max_rows: int = Field(
+        100, gt=0, description="Most rows one request may carry; checked before the predictor call"
+    )
     min_confidence: float = Field(
         0.6,
         ge=0,

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from serving_patterns.synchronous.settings import WebappSettings
 from shared.http import service_client
 from shared.logs import request_id_var
-from shared.schemas import Metadata, Prediction, PredictRequest, PredictResponse
+from shared.schemas import Metadata, Prediction, PredictRequest, PredictResponse, check_rows
 from shared.service import create_service
 
 logger = logging.getLogger(__name__)
@@ -195,6 +195,9 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
     async def predict(body: PredictRequest, request: Request) -> WebappResponse:
         """Identify the iris of each row, then choose the follow-up to show from the prediction."""
         # The synchronous step: nothing below runs until the predictor answers or time is up.
+        # Bounded here, at the edge: re-serialised, a body near the size limit could grow past
+        # the predictor's, and the caller would get a 413 about a size it did not send.
+        check_rows(body.data, None, settings.max_rows)
         client = request.app.state.predictor
         payload = body.model_dump_json().encode()
         response = await call_predictor(client, deadline, "POST", "/predict", payload)

@@ -103,7 +103,10 @@ def closed_port() -> int:
         ({"data": []}, "at least 1 item"),
         ({"rows": [SETOSA]}, "Field required"),
         ([SETOSA], "valid dictionary"),
+        # Near the body limit; re-serialised (1 -> 1.0) it would pass the predictor's.
+        ({"data": [[1, 1, 1, 1]] * 95_000}, "at most 100 rows per request, got 95000"),
     ],
+    ids=["not a number", "empty", "no data", "not an object", "too many rows"],
 )
 def test_predict_rejects_bad_input_without_calling_the_predictor(
     payload: object, problem: str
