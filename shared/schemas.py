@@ -3,7 +3,15 @@
 from typing import Annotated, Any, TypeVar
 
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, FiniteFloat, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    Strict,
+    ValidationError,
+)
 
 FLOAT32_MAX = 3.4028234e38
 
@@ -15,7 +23,9 @@ def _fits_float32(value: float) -> float:
     return value
 
 
-Feature = Annotated[FiniteFloat, AfterValidator(_fits_float32)]
+# Strict: a number, not a string of one nor a boolean (pydantic's lax mode would take "5.1" and
+# true); an integer is a number.
+Feature = Annotated[FiniteFloat, Strict(), AfterValidator(_fits_float32)]
 Row = Annotated[list[Feature], Field(min_length=1)]
 
 

@@ -6,14 +6,22 @@ onnxruntime into either image.
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from shared.schemas import PredictResponse, Row
 
 IMAGE_SIDE = 8  # the raw input: an 8x8 grid, as scikit-learn's digits data set has them
 PIXEL_MAX = 16  # intensities are whole numbers 0..16
 
-Pixel = Annotated[int, Field(ge=0, le=PIXEL_MAX)]
+
+def _a_number(value: object) -> object:
+    # pydantic would read "3" and true as 3 and 1; 3.0 (digits.images as floats) stays welcome.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    return value
+
+
+Pixel = Annotated[int, BeforeValidator(_a_number), Field(ge=0, le=PIXEL_MAX)]
 ImageRow = Annotated[list[Pixel], Field(min_length=IMAGE_SIDE, max_length=IMAGE_SIDE)]
 Image = Annotated[list[ImageRow], Field(min_length=IMAGE_SIDE, max_length=IMAGE_SIDE)]
 

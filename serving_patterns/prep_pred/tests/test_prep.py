@@ -88,14 +88,16 @@ def with_pixel(value: object) -> list[list[object]]:
         ({"data": [with_pixel(17)]}, "less than or equal to 16"),
         ({"data": [with_pixel(-1)]}, "greater than or equal to 0"),
         ({"data": [with_pixel(3.5)]}, "fractional part"),
+        ({"data": [with_pixel("3")]}, "not a number"),
+        ({"data": [with_pixel(True)]}, "not a number"),
         ({"data": [sum(SAMPLE_IMAGE, [])]}, "at most 8 items after validation, not 64"),
         ({"data": []}, "at least 1 item"),
         ({"data": [SAMPLE_IMAGE] * 4}, "at most 3 images per request, got 4"),
         ({"data": [SAMPLE_IMAGE], "extra": 1}, "Extra inputs are not permitted"),
     ],
     ids=[
-        "short", "wide", "too-bright", "negative", "fractional", "flat", "empty", "too-many",
-        "extra",
+        "short", "wide", "too-bright", "negative", "fractional", "string", "boolean", "flat",
+        "empty", "too-many", "extra",
     ],
 )  # fmt: skip
 def test_predict_rejects_bad_images_naming_the_problem(

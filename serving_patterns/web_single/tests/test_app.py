@@ -65,6 +65,8 @@ def test_predict_scales_with_features_in_the_expected_direction(client: TestClie
     [
         ({"data": [[5.1, 3.5, 1.4]]}, "expected 4 features"),
         ({"data": [[5.1, "tall", 1.4, 0.2]]}, "valid number"),
+        ({"data": [["5.1", 3.5, 1.4, 0.2]]}, "valid number"),
+        ({"data": [[True, 3.5, 1.4, 0.2]]}, "valid number"),
         ({"data": []}, "at least 1 item"),
         ({"data": [[]]}, "at least 1 item"),
         ({"data": [SETOSA] * 6}, "at most 5 rows per request, got 6"),
