@@ -9,28 +9,24 @@ two, best of ROUNDS counts.
 Targets (issue): job on SQLite >= 0.5 x the minimal loop's rows/s; job on PostgreSQL <= 8 s.
 """
 
-import contextlib
 import sqlite3
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import psycopg
 
 from serving_patterns.batch import job, storage
 from serving_patterns.batch.seed import demo_rows
 from serving_patterns.batch.settings import JobSettings
-from shared.localmode import REPO_ROOT
+from shared.localmode import REPO_ROOT, NoPostgres
 from shared.model import Predictor
+from shared.testing import postgres_database
 
 ROWS = 1_000_000
 ROUNDS = 2
 CHUNK = JobSettings.model_fields["chunk_size"].default
 MODEL_DIR = REPO_ROOT / "models" / "iris"
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def minimal_loop(path: Path, model: Predictor) -> float:
@@ -90,22 +86,6 @@ def seed(url: str) -> None:
     engine.dispose()
 
 
-@contextlib.contextmanager
-def postgres_database() -> Iterator[str | None]:
-    name = f"batch_bench_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect(f"{POSTGRES}/postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError:
-        yield None
-        return
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield f"{POSTGRES}/{name}"
-        finally:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 def main() -> bool:
     model = Predictor(MODEL_DIR)
     results: dict[str, float] = {}
@@ -119,10 +99,12 @@ def main() -> bool:
             sqlite_job.append(timed_job(url))
         results["minimal loop, sqlite3 + onnxruntime"] = min(loop)
         results["batch job, SQLite"] = min(sqlite_job)
-    with postgres_database() as postgres_url:
-        if postgres_url is not None:
+    try:
+        with postgres_database("batch_bench") as postgres_url:
             seed(postgres_url)
             results["batch job, PostgreSQL"] = timed_job(postgres_url)
+    except NoPostgres as exc:
+        print(exc)
 
     print(f"{ROWS:,} rows, chunks of {CHUNK:,}")
     print(f"{'run':<40}{'seconds':>9}{'rows/s':>12}")
@@ -133,7 +115,7 @@ def main() -> bool:
     met = ratio >= 0.5 and postgres is not None and postgres <= 8
     print(
         f"SQLite job / minimal loop: {ratio:.2f} (target >= 0.5); PostgreSQL: "
-        + (f"{postgres:.2f} s (target <= 8)" if postgres else "not answering on 127.0.0.1:5432")
+        + (f"{postgres:.2f} s (target <= 8)" if postgres else "not measured")
         + f": {'MET' if met else 'NOT MET'}"
     )
     print(f"(SQLite: best of {ROUNDS} alternating rounds; PostgreSQL: one run)")

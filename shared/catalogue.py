@@ -45,7 +45,13 @@ def entries() -> list[Entry]:
 
 
 def find(name: str) -> Entry | None:
-    """The entry a PATTERN= value names: folder name with hyphens or underscores, or an alias."""
+    """The entry a PATTERN= value names: folder name with hyphens or underscores, an alias, or
+    the path of a folder holding a compose.yaml (a pattern copied into a project with no
+    catalogue.toml)."""
+    folder = (Path.cwd() / name).resolve()
+    if (folder / "compose.yaml").is_file() and folder.is_relative_to(REPO_ROOT):
+        title = folder.name.replace("_", " ").capitalize()
+        return Entry("", title, folder.relative_to(REPO_ROOT).as_posix(), (), "")
     wanted = name.strip().lower().replace("_", "-")
     for entry in entries():
         if wanted in (entry.slug, *entry.aliases):

@@ -49,9 +49,11 @@ def run(entry: Entry, local: bool, port_offset: int) -> int:
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    # Both, explicitly: a shell starting us in the background would have us ignore SIGINT.
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # Explicitly: a shell starting us in the background would have us ignore SIGINT; SIGHUP is a
+    # closed terminal or a lost SSH session.
+    stopping_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    for sig in stopping_signals:
+        signal.signal(sig, stop)
     try:
         pattern.start()
         print(
@@ -69,6 +71,9 @@ def run(entry: Entry, local: bool, port_offset: int) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        # A second Ctrl-C must not cut the graceful stop short (services would get SIGKILL).
+        for sig in stopping_signals:
+            signal.signal(sig, signal.SIG_IGN)
         pattern.stop()
 
 

@@ -379,9 +379,9 @@ class RedisServer:
     def __init__(self, args: list[str], echo: TextIO | None) -> None:
         if not shutil.which("redis-server"):
             raise LocalModeError(
-                "this pattern needs Redis: set REDIS_URL to a Redis server that answers, or "
-                "install redis-server (Debian: apt-get install redis-server; "
-                "macOS: brew install redis)"
+                "this pattern needs redis-server on the PATH (Debian: apt-get install "
+                "redis-server; macOS: brew install redis); `make run` can also use the Redis "
+                "that REDIS_URL names, the tests always start their own"
             )
         self.port = free_port()
         self.dir = tempfile.mkdtemp(prefix="localmode-redis-")

@@ -2,12 +2,16 @@
 
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import pytest
+import yaml
+from sqlalchemy.engine import make_url
 
 from shared.localmode import LocalPattern, NoPostgres
 
@@ -28,25 +32,51 @@ def wait_until(
         time.sleep(interval)
 
 
+# The PostgreSQL server tests make their databases on: DATABASE_URL's, else the usual local one.
+POSTGRES_SERVER = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database(prefix: str = "test") -> Iterator[str]:
+    """A new, empty database on POSTGRES_SERVER: its URL, then it is dropped. NoPostgres when
+    no server answers."""
+    server = make_url(POSTGRES_SERVER).set(drivername="postgresql")
+    admin_url = server.set(database="postgres").render_as_string(hide_password=False)
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        raise NoPostgres(f"no PostgreSQL answering at {server.host}:{server.port}: {exc}") from exc
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield server.set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def pattern_running(folder: str | Path, **variables: str) -> Iterator[LocalPattern]:
-    """The pattern's compose file run through local mode, on free ports, with its own Redis.
+    """The pattern's compose file run through local mode, on free ports, with its own Redis and,
+    where it has a PostgreSQL service, its own database (dropped afterwards).
 
     `variables` are what a shell would export for compose's ${VAR} substitution. REDIS_URL is
     left out unless given, so each test gets a private redis-server it may restart or stop.
     A pattern that needs PostgreSQL is skipped where none answers.
     """
     shell = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    pattern = LocalPattern(folder, ports="free", variables={**shell, **variables})
-    try:
-        pattern.start()
-    except NoPostgres as exc:
-        pattern.stop()
-        pytest.skip(str(exc))
-    except BaseException:
-        pattern.stop()
-        raise
-    try:
+    with ExitStack() as stack:
+        try:
+            if "DATABASE_URL" not in variables and _has_postgres(Path(folder)):
+                variables["DATABASE_URL"] = stack.enter_context(postgres_database("pattern"))
+            pattern = LocalPattern(folder, ports="free", variables={**shell, **variables})
+            stack.callback(pattern.stop)
+            pattern.start()
+        except NoPostgres as exc:
+            pytest.skip(str(exc))
         yield pattern
-    finally:
-        pattern.stop()
+
+
+def _has_postgres(folder: Path) -> bool:
+    services = yaml.safe_load((folder / "compose.yaml").read_text())["services"].values()
+    return any(s.get("image", "").split("/")[-1].startswith("postgres") for s in services)

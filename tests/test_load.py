@@ -22,6 +22,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize("entry", ONLINE, ids=lambda e: e.slug)
 def test_locustfile_runs_clean_against_the_pattern(entry) -> None:  # type: ignore[no-untyped-def]
+    report = REPO_ROOT / "reports" / f"{entry.slug}-load.html"
+    report.unlink(missing_ok=True)  # the one checked below is this run's
     with pattern_running(entry.path) as pattern:
         entry_service = next(name for name, s in pattern.services.items() if s.published)
         result = subprocess.run(
@@ -45,8 +47,9 @@ def test_locustfile_runs_clean_against_the_pattern(entry) -> None:  # type: igno
 
     output = result.stdout + result.stderr
     assert "SLO met" in output or "SLO broken" in output, output[-3000:]
-    assert " 0(0.00%)" in output, f"requests failed under load:\n{output[-3000:]}"
-    assert (REPO_ROOT / "reports" / f"{entry.slug}-load.html").exists()
+    # Over every request and custom event (an async job that failed counts), not one row's.
+    assert "error rate 0.00%" in output, f"requests failed under load:\n{output[-3000:]}"
+    assert report.exists()
 
 
 def test_make_load_finds_the_port_where_make_run_put_the_pattern(

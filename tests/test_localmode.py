@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shared.catalogue import find
 from shared.localmode import (
     REPO_ROOT,
     AddressBook,
@@ -107,8 +108,9 @@ def test_compose_without_command_runs_the_dockerfiles_cmd(tmp_path: Path) -> Non
     assert service.ports == {8000: 8000}
 
 
-def test_make_run_stops_every_process_it_started_on_ctrl_c() -> None:
-    port = 18000 + os.getpid() % 1000
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP], ids=["ctrl-c", "hangup"])
+def test_make_run_stops_every_process_it_started_gracefully_on_ctrl_c_or_hangup(sig: int) -> None:
+    port = 18000 + (os.getpid() + sig) % 1000
     run = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "run", "web-single", "--local"],
         cwd=REPO_ROOT,
@@ -125,8 +127,11 @@ def test_make_run_stops_every_process_it_started_on_ctrl_c() -> None:
         children = _children(run.pid)
         assert children, "make run started no service process"
 
-        os.killpg(run.pid, signal.SIGINT)
-        assert run.wait(timeout=30) == 0
+        os.killpg(run.pid, sig)
+        output, _ = run.communicate(timeout=30)
+        assert run.returncode == 0
+        # Stopped by local mode, not killed when it exited (the kernel's SIGKILL logs nothing).
+        assert "Application shutdown complete" in output
 
         wait_until(
             lambda: not any(_alive(pid) for pid in children), timeout=10, what="no leftovers"
@@ -148,6 +153,18 @@ def test_an_unknown_pattern_lists_the_catalogue_and_fails() -> None:
     assert result.returncode == 2
     assert "PATTERN=no-such-pattern is not a pattern" in result.stderr
     assert "web-single" in result.stdout
+
+
+def test_a_pattern_is_also_named_by_its_folder_so_a_copy_runs_without_the_catalogue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(REPO_ROOT / "serving_patterns")
+    by_path = find("web_single")
+    monkeypatch.setattr("shared.catalogue.entries", lambda: pytest.fail("catalogue read"))
+
+    assert by_path == find("./web_single/")
+    assert by_path is not None and by_path.folder == "serving_patterns/web_single"
+    assert by_path.implemented
 
 
 def _answers(url: str) -> bool:

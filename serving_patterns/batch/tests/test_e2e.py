@@ -1,7 +1,6 @@
 """End to end: the pattern started from its compose file through local mode, on SQLite and on
 PostgreSQL: seed, one job run, the scheduler and the read API as real processes."""
 
-import socket
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -9,11 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy.engine import make_url
 
 from serving_patterns.batch import storage
 from serving_patterns.batch.seed import demo_rows
-from serving_patterns.batch.tests.conftest import SERVER, postgres_database
 from shared.localmode import REPO_ROOT, LocalPattern
 from shared.testing import pattern_running, wait_until
 
@@ -22,34 +19,20 @@ PATTERN = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def _postgres_answers() -> bool:
-    url = make_url(SERVER)
-    try:
-        socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2).close()
-    except OSError:
-        return False
-    return True
-
-
 @contextmanager
 def batch_running(
     backend: str, folder: Path, **variables: str
 ) -> Iterator[tuple[LocalPattern, str]]:
     """The pattern on a database of its own; yields it and the database URL."""
-    if not _postgres_answers():  # the compose file has a postgres service: local mode needs one
-        pytest.skip("no PostgreSQL answering for the compose file's postgres service")
     variables["BATCH_HEARTBEAT_FILE"] = str(folder / "heartbeat")
     if backend == "sqlite":
         url = f"sqlite:///{folder / 'batch.db'}"
         with pattern_running(PATTERN, BATCH_DATABASE_URL=url, **variables) as pattern:
             yield pattern, url
         return
-    # DATABASE_URL tells local mode which PostgreSQL plays the compose service `postgres`.
-    with (
-        postgres_database() as url,
-        pattern_running(PATTERN, DATABASE_URL=url, **variables) as pattern,
-    ):
-        yield pattern, url
+    # pattern_running gives the compose service `postgres` a new database: the job's URL.
+    with pattern_running(PATTERN, **variables) as pattern:
+        yield pattern, pattern.variables["DATABASE_URL"]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
