@@ -6,6 +6,7 @@ readiness checks; the mechanics of the pattern stay in the pattern's folder.
 """
 
 import asyncio
+import json
 import logging
 import os
 import re
@@ -88,27 +89,35 @@ class ServiceMiddleware:
             request_id = os.urandom(16).hex()
         token = request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
-        status = 500
+        status, too_large = 500, f"request body larger than {self.max_body_bytes} bytes"
+
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, response_started = message["status"], True
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await _too_large(self.max_body_bytes, send_with_id)
+                await _answer(413, too_large, send_with_id)
             elif length is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 # No declared length (chunked): read up to the limit before the app sees it.
                 replay = await _read_limited(receive, self.max_body_bytes)
                 if replay is None:
-                    await _too_large(self.max_body_bytes, send_with_id)
+                    await _answer(413, too_large, send_with_id)
                 else:
                     await self.app(scope, replay, send_with_id)
             else:
                 await self.app(scope, receive, send_with_id)
+        except Exception:
+            if response_started:
+                raise
+            # Caught here, where the request id is known: the 500 and its log line carry it.
+            logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            await _answer(500, "internal server error", send_with_id)
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
@@ -162,12 +171,12 @@ async def _read_limited(receive: Receive, limit: int) -> Receive | None:
     return replay
 
 
-async def _too_large(limit: int, send: Send) -> None:
-    body = b'{"detail":"request body larger than %d bytes"}' % limit
+async def _answer(status: int, detail: str, send: Send) -> None:
+    body = json.dumps({"detail": detail}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),

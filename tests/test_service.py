@@ -6,6 +6,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from shared.logs import RequestIdFilter
 from shared.service import create_service
 from shared.settings import ServiceSettings
 
@@ -17,6 +18,10 @@ def app() -> FastAPI:
     @app.post("/echo")
     async def echo(payload: dict[str, str]) -> dict[str, str]:
         return payload
+
+    @app.get("/bug")
+    async def bug() -> None:
+        raise RuntimeError("a bug")
 
     return app
 
@@ -70,3 +75,18 @@ def test_unknown_paths_share_one_metrics_label(client: TestClient) -> None:
 
     assert 'route="unmatched",service="probe",status="404"} 3.0' in metrics
     assert 'route="/a"' not in metrics
+
+
+def test_an_unhandled_error_is_a_500_that_carries_the_request_id_as_does_its_log_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.handler.addFilter(RequestIdFilter())  # what the JSON log handler does
+    response = client.get("/bug", headers={"X-Request-ID": "trace-me-123"})
+
+    assert response.status_code == 500
+    assert response.json() == {"detail": "internal server error"}
+    assert response.headers["x-request-id"] == "trace-me-123"
+    [logged] = [r for r in caplog.records if r.exc_info and r.name == "shared.service"]
+    assert "RuntimeError: a bug" in caplog.text
+    assert logged.getMessage() == "unhandled error in GET /bug"
+    assert logged.request_id == "trace-me-123"  # type: ignore[attr-defined]
