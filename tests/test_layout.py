@@ -111,20 +111,44 @@ def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=_id)
 def test_dockerfile_copies_only_what_exists_and_runs_as_non_root(dockerfile: Path) -> None:
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
-    final = stages[-1]
 
     for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.M):
         sources = [w for w in line.split()[:-1] if not w.startswith("--")]
         for source in sources:  # the build context is the repository root
             assert list(REPO_ROOT.glob(source.rstrip("/"))), f"COPY source {source} does not exist"
     assert text.startswith("# syntax=docker/dockerfile:1")
-    assert re.search(r"^USER \d+", final, re.M), "the final stage runs as a numeric non-root user"
-    assert re.search(r"^HEALTHCHECK|^CMD", final, re.M)
-    assert re.search(r"^CMD \[", final, re.M), "exec-form CMD"
-    assert "--reload" not in final
-    if "serving_patterns" in str(dockerfile):
-        assert not TRAINING_ONLY.search(final), "serving images carry no training libraries"
+    for name, stage in _run_stages(dockerfile, text).items():
+        assert re.search(r"^USER \d+", stage, re.M), f"{name}: runs as a numeric non-root user"
+        assert re.search(r"^CMD \[", stage, re.M), f"{name}: exec-form CMD"
+        assert "--reload" not in stage
+        if "serving_patterns" in str(dockerfile):
+            assert not TRAINING_ONLY.search(stage), f"{name}: no training libraries in serving"
+
+
+def _run_stages(dockerfile: Path, text: str) -> dict[str, str]:
+    """The stages that become images: the targets compose names for this Dockerfile, else the
+    last stage."""
+    stages = [
+        (m.group(1) or str(i), m.string[m.end() :])
+        for i, stage in enumerate(re.split(r"^FROM ", text, flags=re.M)[1:])
+        if (m := re.match(r"\S+(?:\s+AS\s+(\S+))?", stage))
+    ]
+    targets = set()
+    for compose in COMPOSE_FILES:
+        for service in yaml.safe_load(compose.read_text())["services"].values():
+            build = service.get("build")
+            if not isinstance(build, dict) or "target" not in build:
+                continue
+            built = (
+                compose.parent / build.get("context", ".") / build.get("dockerfile", "Dockerfile")
+            )
+            if built.resolve() == dockerfile.resolve():
+                targets.add(build["target"])
+    if not targets:
+        return dict(stages[-1:])
+    run = {name: stage for name, stage in stages if name in targets}
+    assert set(run) == targets, f"compose names targets {sorted(targets - set(run))} not built here"
+    return run
 
 
 @pytest.mark.parametrize("compose", COMPOSE_FILES, ids=_id)
