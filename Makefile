@@ -33,7 +33,8 @@ run: $(STAMP) ## start PATTERN in the foreground: Docker if an engine answers, e
 
 test: $(STAMP) ## the whole suite, or one pattern's tests with PATTERN=
 ifdef PATTERN
-	@folder=$$($(PY) -m shared.cli resolve $(PATTERN)) && $(PY) -m pytest -n $(TEST_WORKERS) $$folder
+	@folder=$$($(PY) -m shared.cli resolve $(PATTERN) 2>&1) || { echo "$$folder"; exit 2; }; \
+	  $(PY) -m pytest -n $(TEST_WORKERS) $$folder
 else
 	$(PY) -m pytest -n $(TEST_WORKERS)
 endif

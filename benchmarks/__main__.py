@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import benchmarks
+from shared.catalogue import find
 
 
 def machine() -> str:
@@ -29,7 +30,10 @@ def machine() -> str:
 
 
 def main() -> int:
-    wanted = sys.argv[1].replace("-", "_") if len(sys.argv) > 1 else None
+    wanted = None
+    if len(sys.argv) > 1:  # a PATTERN= value, as make run takes it (aliases too)
+        entry = find(sys.argv[1])
+        wanted = entry.folder.rsplit("/", 1)[-1] if entry else sys.argv[1].replace("-", "_")
     # Modules with a main() are benchmarks; the rest (wrk helpers, baseline apps) serve them.
     every = [
         m.name

@@ -59,8 +59,6 @@ def export(
     # zipmap=False: probabilities come back as one float tensor, not a list of dicts.
     onx = to_onnx(pipeline, x_train[:1], options={"zipmap": False}, target_opset=17)
     model_bytes = onx.SerializeToString()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.onnx").write_bytes(model_bytes)
     card = {
         "name": name,
         "version": version,
@@ -71,7 +69,10 @@ def export(
         "onnx_sha256": hashlib.sha256(model_bytes).hexdigest(),
         **card,
     }
-    (out_dir / "model.json").write_text(json.dumps(card, indent=2) + "\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # model.json last: `ensure` takes its presence to mean the whole set is there.
+    _write_atomically(out_dir / "model.onnx", model_bytes)
+    _write_atomically(out_dir / "model.json", (json.dumps(card, indent=2) + "\n").encode())
     logger.info("exported %s %s to %s (test accuracy %.3f)", name, version, out_dir, accuracy)
     return card
 
