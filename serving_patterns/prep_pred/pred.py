@@ -32,7 +32,7 @@ def create_app(settings: PredSettings | None = None) -> FastAPI:
         tags=["model"],
         responses={
             409: {"description": "Features made by a preprocessing of another version"},
-            400: {"description": "Body is not JSON"},
+            400: {"description": "Body is not text (FastAPI cannot decode it)"},
             413: {"description": "Body too large"},
             422: {"description": "Not preprocessed features of the model's width"},
             503: {"description": "Model not loaded yet"},

@@ -72,7 +72,7 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
         "/predict",
         tags=["model"],
         responses={
-            400: {"description": "Body is not JSON"},
+            400: {"description": "Body is not text (FastAPI cannot decode it)"},
             413: {"description": "Body too large"},
             422: {"description": "Not images of the expected shape and range"},
             502: {"description": "The prediction service gave an answer prep cannot use"},

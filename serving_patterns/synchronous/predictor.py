@@ -25,7 +25,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         "/predict",
         tags=["model"],
         responses={
-            400: {"description": "Body is not JSON"},
+            400: {"description": "Body is not text (FastAPI cannot decode it)"},
             413: {"description": "Body too large"},
             503: {"description": "Model not loaded yet"},
         },

@@ -187,7 +187,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
         "/predict",
         tags=["model"],
         responses={
-            400: {"description": "Body is not JSON"},
+            400: {"description": "Body is not text (FastAPI cannot decode it)"},
             413: {"description": "Body too large"},
             **upstream_errors,
         },
