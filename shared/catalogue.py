@@ -49,7 +49,12 @@ def find(name: str) -> Entry | None:
     the path of a folder holding a compose.yaml (a pattern copied into a project with no
     catalogue.toml)."""
     folder = (Path.cwd() / name).resolve()
-    if (folder / "compose.yaml").is_file() and folder.is_relative_to(REPO_ROOT):
+    looks_like_a_path = "/" in name or name.startswith(".")
+    if (
+        looks_like_a_path
+        and (folder / "compose.yaml").is_file()
+        and folder.is_relative_to(REPO_ROOT)
+    ):
         title = folder.name.replace("_", " ").capitalize()
         return Entry("", title, folder.relative_to(REPO_ROOT).as_posix(), (), "")
     wanted = name.strip().lower().replace("_", "-")

@@ -159,10 +159,12 @@ def test_a_pattern_is_also_named_by_its_folder_so_a_copy_runs_without_the_catalo
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(REPO_ROOT / "serving_patterns")
-    by_path = find("web_single")
+    by_name = find("web_single")  # a bare name is a catalogue name, wherever make runs
+    by_path = find("web_single/")
     monkeypatch.setattr("shared.catalogue.entries", lambda: pytest.fail("catalogue read"))
 
-    assert by_path == find("./web_single/")
+    assert by_name is not None and by_name.id == "1.1"
+    assert by_path == find("./web_single")
     assert by_path is not None and by_path.folder == "serving_patterns/web_single"
     assert by_path.implemented
 

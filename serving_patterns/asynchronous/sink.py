@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import JSON, Column, DateTime, Engine, MetaData, String, Table, create_engine
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.alive import start_heartbeat
@@ -91,15 +91,18 @@ def drain_once(redis: Redis, engine: Engine, batch_size: int) -> int:
 def run(settings: SinkSettings, stop: threading.Event) -> None:
     redis = Redis.from_url(settings.redis_url)
     engine: Engine | None = None
-    start_heartbeat("sink", settings.heartbeat_seconds)
     while not stop.is_set():
         try:
             if engine is None:
-                # In the loop: a database still starting (or down) is a pause, not the end.
+                # In the loop: a database still starting (or down) is a pause, not the end. The
+                # sink counts as alive (healthcheck) once it has reached it.
                 engine = connect(settings.database_url)
                 where = engine.url.render_as_string(hide_password=True)
                 logger.info("writing finished jobs to %s", where)
+                start_heartbeat("sink", settings.heartbeat_seconds)
             written = drain_once(redis, engine, settings.batch_size)
+        except ArgumentError:
+            raise  # a URL that can never work (unknown driver, malformed): stop and say so
         except (RedisError, SQLAlchemyError) as exc:
             # Nothing was trimmed: the same rows are tried again once both answer.
             logger.warning("sink paused, will retry: %s", exc)

@@ -256,8 +256,14 @@ def main() -> None:
         start_heartbeat("worker", settings.heartbeat_seconds)
 
     # Before consuming: a model that cannot load stops the worker here, before it takes a job.
-    # (In a signal handler Celery would log the error and consume all the same.)
-    runtime.load()
+    # (In a signal handler Celery would log the error and consume all the same.) JSON logs first,
+    # so that the load, or its failure, is logged like everything else; Celery sets them again.
+    json_logs()
+    try:
+        runtime.load()
+    except Exception:
+        logger.exception("cannot load the model from %s: not consuming", settings.model_dir)
+        raise SystemExit(1) from None
 
     app.worker_main(
         [

@@ -59,9 +59,9 @@ class JobSettings(BaseSettings):
     @field_validator("finish_by", mode="before")
     @classmethod
     def _not_a_number(cls, value: object) -> object:
-        # pydantic reads a number as a Unix timestamp: 0600 would be a deadline in 1970, and
-        # every run would silently score nothing.
-        if isinstance(value, int | float) or (isinstance(value, str) and value.strip().isdigit()):
+        # pydantic reads a number as a Unix timestamp: 0600 or 6.30 would be a deadline in 1970,
+        # and every run would silently score nothing.
+        if isinstance(value, int | float) or (isinstance(value, str) and _is_number(value)):
             raise ValueError(
                 f"{value!r} is not a time of day (06:00) nor a date and time (2026-12-01T06:00Z)"
             )
@@ -77,6 +77,14 @@ class JobSettings(BaseSettings):
         local = started.astimezone(zone)
         candidate = datetime.combine(local.date(), self.finish_by.replace(tzinfo=None), zone)
         return candidate if candidate > local else candidate + timedelta(days=1)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class SeedSettings(BaseSettings):

@@ -14,6 +14,7 @@ from celery.exceptions import Reject
 from pydantic import ValidationError
 from redis import Redis
 from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import ArgumentError
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.settings import SinkSettings, WorkerSettings
@@ -225,3 +226,11 @@ def test_the_sink_waits_for_a_database_that_is_not_there_yet(
     with engine.connect() as connection:
         assert connection.scalars(select(inferences.c.job_id)).all() == ["j1"]
     engine.dispose()
+
+
+def test_the_sink_stops_on_a_database_url_that_can_never_work(store: Redis) -> None:
+    url = "redis://{host}:{port}/0".format(**store.connection_pool.connection_kwargs)
+    settings = SinkSettings(redis_url=url, database_url="postgressql://user@host/db")  # typo
+
+    with pytest.raises(ArgumentError, match="postgressql"):
+        run_sink(settings, threading.Event())

@@ -42,6 +42,7 @@ def test_make_run_seeds_and_the_job_fills_every_row_then_exits(
     with batch_running(backend, tmp_path, BATCH_SCHEDULE="0 0 1 1 *") as (pattern, _):
         api = pattern.url("api")
         job = pattern.processes["job"][0]
+        job.popen.wait(timeout=60)  # nothing waits for the one-shot job: the test does
         summary = httpx.get(f"{api}/data/summary").json()
         unpredicted = httpx.get(f"{api}/data/unpredicted").json()
         failed = httpx.get(f"{api}/data/failed").json()["rows"]

@@ -79,7 +79,7 @@ def test_settings_read_the_environment_and_an_empty_value_means_unset(
     assert settings.database_url == "postgresql://somewhere/db"
 
 
-@pytest.mark.parametrize("number", ["0600", "6", 6])
+@pytest.mark.parametrize("number", ["0600", "6", 6, "6.30", "-600", " 600 "])
 def test_a_deadline_that_is_a_number_is_refused_not_read_as_a_date_in_1970(number: object) -> None:
     with pytest.raises(ValidationError, match="is not a time of day"):
         JobSettings(finish_by=number)
