@@ -71,6 +71,7 @@ class ServiceMiddleware:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.too_large = f"request body larger than {max_body_bytes} bytes"
         # prometheus-client's labels() lookup costs microseconds; the children are few.
         self._samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -89,9 +90,7 @@ class ServiceMiddleware:
             request_id = os.urandom(16).hex()
         token = request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
-        status, too_large = 500, f"request body larger than {self.max_body_bytes} bytes"
-
-        response_started = False
+        status, response_started = 500, False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, response_started
@@ -102,12 +101,12 @@ class ServiceMiddleware:
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await _answer(413, too_large, send_with_id)
+                await _answer(413, self.too_large, send_with_id)
             elif length is None and scope["method"] in ("POST", "PUT", "PATCH"):
                 # No declared length (chunked): read up to the limit before the app sees it.
                 replay = await _read_limited(receive, self.max_body_bytes)
                 if replay is None:
-                    await _answer(413, too_large, send_with_id)
+                    await _answer(413, self.too_large, send_with_id)
                 else:
                     await self.app(scope, replay, send_with_id)
             else:
