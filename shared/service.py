@@ -53,6 +53,15 @@ LATENCY = Histogram(
 )
 
 # A caller's id is kept only if it is a sane token; anything else would poison logs and headers.
+# What a POST with a JSON body can get before its handler runs, for its OpenAPI `responses`:
+# the middleware's size limit, and (for bodies FastAPI parses) a body that is not text.
+TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {"description": "Body larger than the service's limit (MAX_BODY_BYTES)"}
+}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Body is not text (FastAPI cannot decode it)"},
+    **TOO_LARGE,
+}
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 T = TypeVar("T")

@@ -30,7 +30,7 @@ from serving_patterns.asynchronous.settings import ProxySettings
 from shared.logs import request_id_var
 from shared.model import ModelCard
 from shared.schemas import Metadata, Prediction, PredictRequest, check_rows
-from shared.service import Slot, create_service
+from shared.service import BODY_ERRORS, Slot, create_service
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         response_model=JobAccepted,
         summary="Submit a prediction job; poll GET /jobs/{job_id} for the result",
         responses={
-            400: {"description": "Body is not text (FastAPI cannot decode it)"},
+            **BODY_ERRORS,
             422: {"description": "Input does not fit the model, or is not JSON"},
             503: {"description": "Queue full, Redis unavailable or model card not loaded"},
         },

@@ -15,6 +15,7 @@ from serving_patterns.prep_pred.settings import PredSettings
 from shared.logs import request_id_var
 from shared.model import create_model_service
 from shared.schemas import PredictResponse, check_rows
+from shared.service import BODY_ERRORS
 
 
 def create_app(settings: PredSettings | None = None) -> FastAPI:
@@ -32,8 +33,7 @@ def create_app(settings: PredSettings | None = None) -> FastAPI:
         tags=["model"],
         responses={
             409: {"description": "Features made by a preprocessing of another version"},
-            400: {"description": "Body is not text (FastAPI cannot decode it)"},
-            413: {"description": "Body too large"},
+            **BODY_ERRORS,
             422: {"description": "Not preprocessed features of the model's width"},
             503: {"description": "Model not loaded yet"},
         },

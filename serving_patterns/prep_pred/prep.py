@@ -22,7 +22,7 @@ from serving_patterns.prep_pred.schemas import IMAGE_SIDE, ImagesRequest, PrepRe
 from serving_patterns.prep_pred.settings import PrepSettings
 from shared.http import service_client
 from shared.schemas import Metadata, PredictResponse
-from shared.service import Slot, create_service
+from shared.service import BODY_ERRORS, Slot, create_service
 
 logger = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
         "/predict",
         tags=["model"],
         responses={
-            400: {"description": "Body is not text (FastAPI cannot decode it)"},
-            413: {"description": "Body too large"},
+            **BODY_ERRORS,
             422: {"description": "Not images of the expected shape and range"},
             502: {"description": "The prediction service gave an answer prep cannot use"},
             503: {"description": "Preprocessing not loaded, or the prediction service unavailable"},

@@ -15,6 +15,7 @@ from serving_patterns.synchronous.settings import PredictorSettings
 from shared.logs import request_id_var
 from shared.model import create_model_service
 from shared.schemas import PredictRequest, PredictResponse, check_rows
+from shared.service import BODY_ERRORS
 
 
 def create_app(settings: PredictorSettings | None = None) -> FastAPI:
@@ -25,8 +26,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
         "/predict",
         tags=["model"],
         responses={
-            400: {"description": "Body is not text (FastAPI cannot decode it)"},
-            413: {"description": "Body too large"},
+            **BODY_ERRORS,
             503: {"description": "Model not loaded yet"},
         },
     )

@@ -23,7 +23,7 @@ from serving_patterns.synchronous.settings import WebappSettings
 from shared.http import service_client
 from shared.logs import request_id_var
 from shared.schemas import Metadata, Prediction, PredictRequest, PredictResponse, check_rows
-from shared.service import create_service
+from shared.service import BODY_ERRORS, create_service
 
 logger = logging.getLogger(__name__)
 
@@ -187,8 +187,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
         "/predict",
         tags=["model"],
         responses={
-            400: {"description": "Body is not text (FastAPI cannot decode it)"},
-            413: {"description": "Body too large"},
+            **BODY_ERRORS,
             **upstream_errors,
         },
     )
