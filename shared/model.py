@@ -38,6 +38,20 @@ class ModelCard:
         fields = {k: raw.pop(k) for k in ("name", "version", "labels", "feature_names")}
         return cls(**fields, sample_input=raw.pop("sample_input"), extra=raw)
 
+    def metadata(
+        self, input_schema: type[BaseModel], sample_input: dict[str, Any] | None = None
+    ) -> Metadata:
+        """GET /metadata's answer: by default the sample request is {"data": sample rows}."""
+        return Metadata(
+            model_name=self.name,
+            model_version=self.version,
+            feature_names=self.feature_names,
+            labels=self.labels,
+            input_schema=input_schema.model_json_schema(),
+            sample_input=sample_input or {"data": self.sample_input},
+            extra=self.extra,
+        )
+
 
 class Predictor:
     """An onnxruntime session over a classifier exported with zipmap off (label, probabilities)."""
@@ -98,14 +112,6 @@ def create_model_service(
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:
         card = model.require().card
-        return Metadata(
-            model_name=card.name,
-            model_version=card.version,
-            feature_names=card.feature_names,
-            labels=card.labels,
-            input_schema=input_schema.model_json_schema(),
-            sample_input=sample_input(card) if sample_input else {"data": card.sample_input},
-            extra=card.extra,
-        )
+        return card.metadata(input_schema, sample_input(card) if sample_input else None)
 
     return app, model

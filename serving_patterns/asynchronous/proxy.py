@@ -155,16 +155,7 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:
-        model = card()
-        return Metadata(
-            model_name=model.name,
-            model_version=model.version,
-            feature_names=model.feature_names,
-            labels=model.labels,
-            input_schema=PredictRequest.model_json_schema(),
-            sample_input={"data": model.sample_input},
-            extra=model.extra,
-        )
+        return card().metadata(PredictRequest)
 
     @app.post(
         "/predict",
