@@ -32,7 +32,7 @@ import redis
 from celery import Celery
 from fastapi import FastAPI
 
-from benchmarks.wrk import Result, answers, post
+from benchmarks.wrk import Result, answers, post, uvicorn
 from shared.localmode import REPO_ROOT, RedisServer, free_port
 from shared.model import Predictor
 from shared.schemas import PredictRequest
@@ -166,21 +166,7 @@ def _naive() -> Figures:
     env = {**os.environ, "NAIVE_REDIS_URL": server.url, "PYTHONPATH": str(REPO_ROOT)}
     port = free_port()
     processes = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "benchmarks.asynchronous:naive_api",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-        ),
+        uvicorn("benchmarks.asynchronous:naive_api", port, env),
         subprocess.Popen(
             [
                 sys.executable,

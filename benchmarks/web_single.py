@@ -6,11 +6,9 @@ round counts. Target (issue 2): predict throughput >= 0.75 x the constant's, pre
 """
 
 import statistics
-import subprocess
-import sys
 import time
 
-from benchmarks.wrk import Result, answers, post
+from benchmarks.wrk import Result, answers, post, uvicorn
 from shared.localmode import REPO_ROOT, free_port
 from shared.testing import pattern_running, wait_until
 
@@ -21,20 +19,7 @@ BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
 
 def main() -> bool:
     port = free_port()
-    baseline = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.constant_app:app",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        cwd=REPO_ROOT,
-    )
+    baseline = uvicorn("benchmarks.constant_app:app", port)
     constant_url = f"http://127.0.0.1:{port}/predict"
     try:
         with pattern_running(REPO_ROOT / "serving_patterns" / "web_single") as pattern:

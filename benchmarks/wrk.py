@@ -2,11 +2,14 @@
 
 import re
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from shared.localmode import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -74,3 +77,13 @@ def answers(url: str, body: str, status: int) -> bool:
     except httpx.HTTPError:
         return False
     return response.status_code == status
+
+
+def uvicorn(app: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A baseline app as one uvicorn worker, with the flags the patterns' services use."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log",
+         "--log-level", "warning"],
+        cwd=REPO_ROOT,
+        env=env,
+    )  # fmt: skip
