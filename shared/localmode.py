@@ -519,8 +519,9 @@ class LocalPattern:
         """The real URL of an infrastructure service (redis://..., postgresql://...)."""
         return self.addresses.urls[service]
 
-    def start_replica(self, name: str) -> Process:
-        """Start one more copy of a service (what `docker compose up --scale` adds)."""
+    def start_replica(self, name: str, **environment: str) -> Process:
+        """Start one more copy of a service (what `docker compose up --scale` adds), with
+        `environment` set over the compose file's (as `docker compose run -e` would)."""
         service = self.services[name]
         index = len(self.processes[name]) + 1
         if service.ports and any(p.alive() for p in self.processes[name]):
@@ -543,6 +544,7 @@ class LocalPattern:
             "HOSTNAME": f"{name}-{index}",
         }
         env.update({k: self.addresses.translate(v, name) for k, v in service.environment.items()})
+        env.update(environment)
         args = [self.addresses.translate(arg, name) for arg in service.command]
         process = Process(f"{name}-{index}", args, env, self.echo, REPO_ROOT)
         self.processes[name].append(process)
