@@ -91,7 +91,7 @@ def test_predictor_down_gives_503_at_once_never_500() -> None:
     assert response.status_code == 503
     assert response.json()["detail"] == "the predictor is unreachable (ConnectError)"
     assert response.headers["retry-after"] == "1"
-    assert elapsed < 1.0  # refused at once, not after the 5 s timeout
+    assert elapsed < 2.5  # refused at once (room for a loaded machine), not after the 5 s timeout
     assert ready.status_code == 503
     assert "predictor" in ready.json()["reasons"]
 
