@@ -74,6 +74,14 @@ def test_make_run_seeds_and_the_job_fills_every_row_then_exits(
 def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path: Path) -> None:
     with batch_running(backend, tmp_path, BATCH_SCHEDULE="* * * * * */2") as (pattern, url):
         api = pattern.url("api")
+        # The demo rows first (by the one-shot job or a scheduled run, whichever takes the lock),
+        # so that the rows added below are all a later scheduled run has to score.
+        pattern.processes["job"][0].popen.wait(timeout=60)
+        wait_until(
+            lambda: httpx.get(f"{api}/data/summary").json()["unpredicted"] == 0,
+            timeout=30,
+            what="the demo rows to be scored",
+        )
         engine = storage.connect(url)
         storage.add_items(engine, demo_rows(10_001, 25, bad_every=0))
         engine.dispose()
@@ -90,7 +98,7 @@ def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path:
         logs = wait_until(
             lambda: (
                 (text := pattern.logs("scheduler")).rfind("job exited with code 0")
-                > text.find("25 rows scored")
+                > text.find("done: 25 rows scored")
                 >= 0
                 and text
             ),
