@@ -11,6 +11,8 @@ from typing import TypeVar
 import psycopg
 import pytest
 import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from shared.localmode import LocalPattern, NoPostgres
@@ -30,6 +32,15 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         time.sleep(interval)
+
+
+@contextmanager
+def ready_client(app: FastAPI) -> Iterator[TestClient]:
+    """An in-process client of `app`, once its /ready answers 200 (a service loads its model in
+    the background, so a request sent at once may get 503)."""
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/ready").status_code == 200, what=f"{app.title} ready")
+        yield client
 
 
 # The PostgreSQL server tests make their databases on: DATABASE_URL's, else the usual local one.

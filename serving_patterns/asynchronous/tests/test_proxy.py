@@ -3,6 +3,7 @@
 import json
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.proxy import create_app
 from serving_patterns.asynchronous.settings import ProxySettings
 from shared.localmode import RedisServer
-from shared.testing import wait_until
+from shared.testing import ready_client
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -28,15 +29,14 @@ def server() -> Iterator[RedisServer]:
         server.close()
 
 
-def _client(server: RedisServer, **settings: object) -> TestClient:
+def _client(server: RedisServer, **settings: object) -> AbstractContextManager[TestClient]:
     options = {"model_dir": str(MODEL_DIR), "redis_url": server.url, "max_rows": 5, **settings}
-    return TestClient(create_app(ProxySettings(**options)))  # type: ignore[arg-type]
+    return ready_client(create_app(ProxySettings(**options)))  # type: ignore[arg-type]
 
 
 @pytest.fixture
 def client(server: RedisServer) -> Iterator[TestClient]:
     with _client(server) as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="proxy ready")
         yield client
 
 

@@ -9,13 +9,12 @@ from fastapi.testclient import TestClient
 from serving_patterns.prep_pred.pred import create_app
 from serving_patterns.prep_pred.schemas import SAMPLE_FEATURES, SAMPLE_IMAGE
 from serving_patterns.prep_pred.settings import PredSettings
-from shared.testing import wait_until
+from shared.testing import ready_client
 
 
 @pytest.fixture
 def pred(digits_dir: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(PredSettings(model_dir=str(digits_dir), max_rows=5))) as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="model loaded")
+    with ready_client(create_app(PredSettings(model_dir=str(digits_dir), max_rows=5))) as client:
         yield client
 
 

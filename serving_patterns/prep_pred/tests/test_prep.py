@@ -2,6 +2,7 @@
 
 import socket
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,13 @@ from serving_patterns.prep_pred.prep import create_app
 from serving_patterns.prep_pred.schemas import SAMPLE_IMAGE
 from serving_patterns.prep_pred.settings import PrepSettings
 from shared.localmode import free_port
-from shared.testing import wait_until
+from shared.testing import ready_client, wait_until
 
 
-def prep_client(digits_dir: Path, pred_url: str, **settings: object) -> TestClient:
-    return TestClient(
+def prep_client(
+    digits_dir: Path, pred_url: str, **settings: object
+) -> AbstractContextManager[TestClient]:
+    return ready_client(
         create_app(
             PrepSettings(
                 preprocess_path=str(digits_dir / "preprocess.json"), pred_url=pred_url, **settings
@@ -28,7 +31,6 @@ def prep_client(digits_dir: Path, pred_url: str, **settings: object) -> TestClie
 def prep_alone(digits_dir: Path) -> Iterator[TestClient]:
     """prep with no pred behind it: a port nobody listens on."""
     with prep_client(digits_dir, f"http://127.0.0.1:{free_port()}", max_rows=3) as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="preprocessing loaded")
         yield client
 
 
@@ -49,7 +51,6 @@ def test_prep_answers_504_when_pred_does_not_answer_in_time(digits_dir: Path) ->
         silent.listen()
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         with prep_client(digits_dir, url, pred_timeout_seconds=0.2) as client:
-            wait_until(lambda: client.get("/ready").status_code == 200, what="preprocessing")
             response = client.post("/predict", json={"data": [SAMPLE_IMAGE]})
 
     assert response.status_code == 504

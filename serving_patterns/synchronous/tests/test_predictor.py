@@ -1,6 +1,7 @@
 """In-process tests of the predictor: the API contract and the injected delay."""
 
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -8,21 +9,20 @@ from fastapi.testclient import TestClient
 
 from serving_patterns.synchronous.predictor import create_app
 from serving_patterns.synchronous.settings import PredictorSettings
-from shared.testing import wait_until
+from shared.testing import ready_client
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 
 
-def predictor(delay_seconds: float = 0.0) -> TestClient:
+def predictor(delay_seconds: float = 0.0) -> AbstractContextManager[TestClient]:
     settings = PredictorSettings(model_dir=str(MODEL_DIR), delay_seconds=delay_seconds)
-    return TestClient(create_app(settings))
+    return ready_client(create_app(settings))
 
 
 def test_predict_answers_label_and_probabilities_per_row() -> None:
     with predictor() as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="model loaded")
         response = client.post(
             "/predict", json={"data": [SETOSA, VIRGINICA]}, headers={"X-Request-ID": "p-1"}
         )
@@ -35,7 +35,6 @@ def test_predict_answers_label_and_probabilities_per_row() -> None:
 
 def test_predict_waits_the_injected_delay() -> None:
     with predictor(delay_seconds=0.3) as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="model loaded")
         started = time.perf_counter()
         response = client.post("/predict", json={"data": [SETOSA]})
         elapsed = time.perf_counter() - started
@@ -54,7 +53,6 @@ def test_predict_waits_the_injected_delay() -> None:
 )
 def test_predict_rejects_input_that_does_not_fit_the_model(payload: object, problem: str) -> None:
     with predictor() as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="model loaded")
         response = client.post("/predict", json=payload)
 
     assert response.status_code == 422

@@ -1,6 +1,7 @@
 """In-process tests of the web single service: the API contract and bad input."""
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from serving_patterns.web_single.app import create_app
 from serving_patterns.web_single.settings import Settings
-from shared.testing import wait_until
+from shared.testing import ready_client, wait_until
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -16,9 +17,8 @@ VIRGINICA = [6.7, 3.0, 5.2, 2.3]
 
 
 @pytest.fixture
-def client() -> TestClient:
-    with TestClient(create_app(Settings(model_dir=str(MODEL_DIR), max_rows=5))) as client:
-        wait_until(lambda: client.get("/ready").status_code == 200, what="model loaded")
+def client() -> Iterator[TestClient]:
+    with ready_client(create_app(Settings(model_dir=str(MODEL_DIR), max_rows=5))) as client:
         yield client
 
 
