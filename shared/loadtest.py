@@ -55,7 +55,15 @@ def slo_breaches(slo: SLO, p99_ms: float, error_rate: float, rps: float) -> list
 
 def enforce_slo(slo: SLO) -> None:
     """Make the Locust run exit non-zero when the SLO is broken (call from a locustfile)."""
+    import gevent
     from locust import events
+
+    @events.init.add_listener  # type: ignore[untyped-decorator]
+    def fresh_clock(**kwargs: Any) -> None:
+        # gevent's timers count from the event loop's cached clock, which stood still while
+        # Locust imported and read the locustfile: a start slower than --run-time would end the
+        # run at once, with no request sent (seen on a loaded CI machine).
+        gevent.get_hub().loop.update_now()
 
     @events.quitting.add_listener  # type: ignore[untyped-decorator]
     def check(environment: Any, **kwargs: Any) -> None:

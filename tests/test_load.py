@@ -7,6 +7,8 @@ figures themselves are measured with `make load` on a quiet machine (each patter
 
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +65,33 @@ def test_make_load_finds_the_port_where_make_run_put_the_pattern(
     assert default == "http://127.0.0.1:8000"
     assert entry_url(folder) == "http://127.0.0.1:8100"
     assert entry_url(folder, port_offset=5) == "http://127.0.0.1:8105"
+
+
+def test_a_slow_start_does_not_cut_the_run_short(tmp_path: Path) -> None:
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(
+        "import time\n"
+        "from locust import HttpUser, constant, task\n"
+        "from shared.loadtest import SLO, enforce_slo\n"
+        "started = time.monotonic()\n"
+        "while time.monotonic() - started < 3:  # a start as slow as a busy machine's\n"
+        "    pass\n"
+        "enforce_slo(SLO(p99_ms=1000, max_error_rate=1.0, min_rps=0))\n"
+        "class Caller(HttpUser):\n"
+        "    wait_time = constant(0.1)\n"
+        "    @task\n"
+        "    def call(self):\n"
+        "        self.client.get('/health')\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--users", "1",
+            "--run-time", "2s", "--host", "http://127.0.0.1:9", "--only-summary",
+        ],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    seconds = time.monotonic() - started
+
+    assert "over 0 requests" not in result.stderr, result.stderr[-2000:]
+    assert seconds >= 3 + 2  # the start, then the whole run
