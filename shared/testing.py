@@ -6,16 +6,18 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 import pytest
 import yaml
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
 from shared.localmode import LocalPattern, NoPostgres
+
+if TYPE_CHECKING:  # imported where used: benchmarks need these helpers, not Starlette's client
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
 T = TypeVar("T")
 
@@ -35,9 +37,11 @@ def wait_until(
 
 
 @contextmanager
-def ready_client(app: FastAPI) -> Iterator[TestClient]:
+def ready_client(app: "FastAPI") -> Iterator["TestClient"]:
     """An in-process client of `app`, once its /ready answers 200 (a service loads its model in
     the background, so a request sent at once may get 503)."""
+    from fastapi.testclient import TestClient
+
     with TestClient(app) as client:
         wait_until(lambda: client.get("/ready").status_code == 200, what=f"{app.title} ready")
         yield client
