@@ -52,7 +52,7 @@ def test_submit_returns_a_job_id_long_before_the_model_answers_then_polling_show
     tmp_path: Path,
 ) -> None:
     with pattern_running(
-        PATTERN, **_variables(tmp_path, ASYNC_WORKER_MODEL_DELAY_SECONDS="3.0")
+        PATTERN, **_variables(tmp_path, ASYNC_WORKER_MODEL_DELAY_SECONDS="5.0")
     ) as p:
         url = p.url("proxy")
         started = time.perf_counter()
@@ -61,11 +61,11 @@ def test_submit_returns_a_job_id_long_before_the_model_answers_then_polling_show
         first = httpx.get(f"{url}/jobs/{job_id}").json()
         done = wait_until(lambda: _finished(url, [job_id]), timeout=20, what="the job")[0]
 
-    assert submit_seconds < 1.0  # the model takes 3 s
+    assert submit_seconds < 2.5  # the model takes 5 s (the margin is for a loaded machine)
     assert first["status"] == "pending"
     assert done["status"] == "done"
     assert done["predictions"][0]["label"] == "setosa"
-    assert done["finished_at"] - done["started_at"] >= 3.0
+    assert done["finished_at"] - done["started_at"] >= 5.0
     assert done["request_id"] == "e2e-slow-1"
 
 

@@ -184,7 +184,7 @@ def test_deadline_bounds_the_whole_call_when_the_predictor_trickles(stand_in: St
 
     assert response.status_code == 504
     assert "did not answer within 0.5 s" in response.json()["detail"]
-    assert 0.5 <= elapsed < 2.0  # cut at the deadline, far before the 5 s trickle ends
+    assert 0.5 <= elapsed < 3.0  # cut at the deadline (room for a loaded machine), not at 5 s
     assert after.status_code == 200  # the call cut off mid-answer left the pool usable
 
 
