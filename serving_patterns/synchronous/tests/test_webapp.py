@@ -85,7 +85,7 @@ def test_read_answer_maps_predictor_failures_to_clear_errors(
     assert words in str(caught.value.detail)
 
 
-def webapp(predictor_url: str, timeout_seconds: float = 1.0) -> TestClient:
+def webapp(predictor_url: str, timeout_seconds: float = 5.0) -> TestClient:
     settings = WebappSettings(predictor_url=predictor_url, timeout_seconds=timeout_seconds)
     return TestClient(create_app(settings))
 
