@@ -54,7 +54,8 @@ def slo_breaches(slo: SLO, p99_ms: float, error_rate: float, rps: float) -> list
 
 
 def enforce_slo(slo: SLO) -> None:
-    """Make the Locust run exit non-zero when the SLO is broken (call from a locustfile)."""
+    """Make the Locust run exit non-zero when the SLO is broken, and make --run-time count from
+    the start of the run (call from a locustfile)."""
     import gevent
     from locust import events
 
