@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import redis
 from celery import Celery
 from fastapi import FastAPI
@@ -157,7 +157,7 @@ def _pattern(workers: int, appendfsync: str = "everysec") -> Figures:
         ASYNC_WORKER_LOG_LEVEL="WARNING",
     ) as pattern:
         client = redis.Redis.from_url(pattern.service_url("redis"))
-        wait_until(lambda: httpx.get(f"{pattern.url('proxy')}/ready").status_code == 200)
+        wait_until(lambda: httpx2.get(f"{pattern.url('proxy')}/ready").status_code == 200)
         return _measure(f"{pattern.url('proxy')}/predict", client, _finish_times_pattern)
 
 

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from shared.localmode import REPO_ROOT
 
@@ -73,8 +73,8 @@ def _ms(text: str) -> float:
 def answers(url: str, body: str, status: int) -> bool:
     """Whether POSTing `body` to `url` gets `status` (is the server up before we load it)."""
     try:
-        response = httpx.post(url, content=body, headers={"content-type": "application/json"})
-    except httpx.HTTPError:
+        response = httpx2.post(url, content=body, headers={"content-type": "application/json"})
+    except httpx2.HTTPError:
         return False
     return response.status_code == status
 

@@ -38,4 +38,4 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     # The service middleware writes the access log (with the request id) when it is asked to.
     logging.getLogger("uvicorn.access").disabled = True
     # One line per outgoing call is noise; failures still surface as warnings.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)

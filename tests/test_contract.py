@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from shared.testing import pattern_running
@@ -32,8 +32,8 @@ pytestmark = pytest.mark.e2e
 def _schema_url(base: str) -> str | None:
     """The service's schema URL; None for a service without one (404, or not HTTP at all)."""
     try:
-        answer = httpx.get(f"{base}/openapi.json", timeout=5)
-    except httpx.HTTPError:
+        answer = httpx2.get(f"{base}/openapi.json", timeout=5)
+    except httpx2.HTTPError:
         return None
     if answer.status_code == 404:
         return None

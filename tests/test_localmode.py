@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from shared.catalogue import find
@@ -171,8 +171,8 @@ def test_a_pattern_is_also_named_by_its_folder_so_a_copy_runs_without_the_catalo
 
 def _answers(url: str) -> bool:
     try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
+        return httpx2.get(url, timeout=1).status_code == 200
+    except httpx2.HTTPError:
         return False
 
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import httpx2
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -98,17 +98,17 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
         return PrepResponse(**answer.model_dump(), preprocess_version=preprocessor.version)
 
     async def call_pred(
-        pred: httpx.AsyncClient, rows: list[list[float]], version: str
+        pred: httpx2.AsyncClient, rows: list[list[float]], version: str
     ) -> PredictResponse:
         """pred's prediction, or the HTTPException that tells the client what went wrong there."""
         try:
             body = {"data": rows, "preprocess_version": version}
             response = await pred.post("/predict", json=body)
-        except httpx.TimeoutException:
+        except httpx2.TimeoutException:
             raise HTTPException(
                 504, f"prediction service did not answer within {settings.pred_timeout_seconds}s"
             ) from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             # Refused, reset, closed: pred is down or restarting. The pool drops the broken
             # connection, so the first request after pred is back succeeds with no manual step.
             logger.warning("prediction service unreachable: %r", exc)
@@ -130,7 +130,7 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
     return app
 
 
-def _detail(response: httpx.Response) -> str:
+def _detail(response: httpx2.Response) -> str:
     try:
         return str(response.json()["detail"])
     except (ValueError, KeyError, TypeError):

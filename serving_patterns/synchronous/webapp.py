@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -93,21 +93,21 @@ def follow_up(prediction: Prediction, min_confidence: float) -> FollowUp:
 
 
 async def call_predictor(
-    client: httpx.AsyncClient, deadline: float, method: str, path: str, body: bytes | None = None
-) -> httpx.Response:
+    client: httpx2.AsyncClient, deadline: float, method: str, path: str, body: bytes | None = None
+) -> httpx2.Response:
     """One predictor call under one deadline; a timeout becomes 504, no connection 503.
 
-    httpx's own timeout bounds each phase (connect, write, every read) separately, so a server
+    httpx2's own timeout bounds each phase (connect, write, every read) separately, so a server
     that trickles bytes could hold the call for many times T; asyncio.timeout bounds the sum.
     """
     headers = {"content-type": "application/json"} if body is not None else None
     try:
         async with asyncio.timeout(deadline):
             return await client.request(method, path, content=body, headers=headers)
-    except (TimeoutError, httpx.TimeoutException):
+    except (TimeoutError, httpx2.TimeoutException):
         logger.warning("predictor gave no answer to %s %s within %g s", method, path, deadline)
         raise HTTPException(504, f"the predictor did not answer within {deadline:g} s") from None
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         logger.warning("predictor unreachable: %r", exc)
         raise HTTPException(
             503,
@@ -119,7 +119,7 @@ async def call_predictor(
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
-def read_answer(response: httpx.Response, model: type[Answer]) -> Answer:
+def read_answer(response: httpx2.Response, model: type[Answer]) -> Answer:
     """The predictor's answer as `model`, or the HTTP error the web app's caller should get."""
     status = response.status_code
     if status == 200:
@@ -138,7 +138,7 @@ def read_answer(response: httpx.Response, model: type[Answer]) -> Answer:
     raise HTTPException(502, f"the predictor answered {status}: {detail}")
 
 
-def _detail(response: httpx.Response) -> Any:
+def _detail(response: httpx2.Response) -> Any:
     try:
         return response.json()["detail"]
     except (ValueError, KeyError, TypeError):
@@ -165,7 +165,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
         try:
             async with asyncio.timeout(deadline):
                 response = await app.state.predictor.get("/ready")
-        except (TimeoutError, httpx.HTTPError) as exc:
+        except (TimeoutError, httpx2.HTTPError) as exc:
             return f"predictor at {settings.predictor_url} unreachable: {type(exc).__name__}"
         return None if response.status_code == 200 else f"predictor not ready: {response.text}"
 

@@ -8,7 +8,7 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import create_engine, select
 
@@ -25,13 +25,13 @@ pytestmark = pytest.mark.e2e
 
 def _submit(url: str, rows: list[list[float]], request_id: str | None = None) -> str:
     headers = {"X-Request-ID": request_id} if request_id else {}
-    response = httpx.post(f"{url}/predict", json={"data": rows}, headers=headers)
+    response = httpx2.post(f"{url}/predict", json={"data": rows}, headers=headers)
     assert response.status_code == 202, response.text
     return str(response.json()["job_id"])
 
 
 def _finished(url: str, job_ids: list[str]) -> list[dict] | None:
-    answers = [httpx.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
+    answers = [httpx2.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
     return answers if all(a["status"] != "pending" for a in answers) else None
 
 
@@ -58,7 +58,7 @@ def test_submit_returns_a_job_id_long_before_the_model_answers_then_polling_show
         started = time.perf_counter()
         job_id = _submit(url, [SETOSA], request_id="e2e-slow-1")
         submit_seconds = time.perf_counter() - started
-        first = httpx.get(f"{url}/jobs/{job_id}").json()
+        first = httpx2.get(f"{url}/jobs/{job_id}").json()
         done = wait_until(lambda: _finished(url, [job_id]), timeout=20, what="the job")[0]
 
     assert submit_seconds < 2.5  # the model takes 5 s (the margin is for a loaded machine)
@@ -97,8 +97,8 @@ def test_poison_input_fails_after_the_configured_attempts_into_the_dead_letters(
         good = _submit(url, [SETOSA])
         failed, fine = wait_until(lambda: _finished(url, [poison, good]), timeout=20)
         time.sleep(0.5)  # were it retried again, a 4th attempt would show by now
-        again = httpx.get(f"{url}/jobs/{poison}").json()
-        letters = httpx.get(f"{url}/dead-letters").json()
+        again = httpx2.get(f"{url}/jobs/{poison}").json()
+        letters = httpx2.get(f"{url}/dead-letters").json()
         worker_logs = p.logs("worker")
 
     assert failed["status"] == "failed"
@@ -149,7 +149,7 @@ def test_no_job_is_lost_or_finished_twice_when_a_worker_is_killed_holding_jobs(
 
 
 def _running(url: str, job_ids: list[str]) -> list[str]:
-    answers = [httpx.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
+    answers = [httpx2.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
     return [a["job_id"] for a in answers if a["status"] == "pending" and a["attempts"] > 0]
 
 
@@ -171,7 +171,7 @@ def test_a_redis_restart_loses_no_submitted_job(tmp_path: Path) -> None:
 
 
 def _try_submit(url: str) -> str | None:
-    response = httpx.post(f"{url}/predict", json={"data": [SETOSA]})
+    response = httpx2.post(f"{url}/predict", json={"data": [SETOSA]})
     return response.json()["job_id"] if response.status_code == 202 else None
 
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from serving_patterns.batch import storage
@@ -43,16 +43,16 @@ def test_make_run_seeds_and_the_job_fills_every_row_then_exits(
         api = pattern.url("api")
         job = pattern.processes["job"][0]
         job.popen.wait(timeout=60)  # nothing waits for the one-shot job: the test does
-        summary = httpx.get(f"{api}/data/summary").json()
-        unpredicted = httpx.get(f"{api}/data/unpredicted").json()
-        failed = httpx.get(f"{api}/data/failed").json()["rows"]
+        summary = httpx2.get(f"{api}/data/summary").json()
+        unpredicted = httpx2.get(f"{api}/data/unpredicted").json()
+        failed = httpx2.get(f"{api}/data/failed").json()["rows"]
         # A second run by hand, as `docker compose run job` does: same command, same environment.
         rerun = subprocess.run(
             pattern.services["job"].command, env=job.env, cwd=REPO_ROOT,
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        after = httpx.get(f"{api}/data/summary").json()
-        runs = httpx.get(f"{api}/runs").json()
+        after = httpx2.get(f"{api}/data/summary").json()
+        runs = httpx2.get(f"{api}/runs").json()
 
     # The job is a process that ran to its end: no port, no healthcheck, exit code 0.
     assert job.popen.returncode == 0
@@ -78,7 +78,7 @@ def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path:
         # so that the rows added below are all a later scheduled run has to score.
         pattern.processes["job"][0].popen.wait(timeout=60)
         wait_until(
-            lambda: httpx.get(f"{api}/data/summary").json()["unpredicted"] == 0,
+            lambda: httpx2.get(f"{api}/data/summary").json()["unpredicted"] == 0,
             timeout=30,
             what="the demo rows to be scored",
         )
@@ -87,7 +87,7 @@ def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path:
         engine.dispose()
         summary = wait_until(
             lambda: (
-                (s := httpx.get(f"{api}/data/summary").json())["unpredicted"] == 0
+                (s := httpx2.get(f"{api}/data/summary").json())["unpredicted"] == 0
                 and s["items"] == 10_025
                 and s
             ),

@@ -18,7 +18,7 @@ from shared.localmode import REPO_ROOT
 PATTERN = Path(__file__).resolve().parents[1]
 PACKAGE = "serving_patterns.prep_pred"
 # Libraries that tell the two sides apart (import name -> pip name); training ones in neither.
-TELLING = {"onnxruntime": "onnxruntime", "httpx": "httpx", "numpy": "numpy"}
+TELLING = {"onnxruntime": "onnxruntime", "httpx2": "httpx2", "numpy": "numpy"}
 TRAINING = {"sklearn", "skl2onnx", "onnx"}
 
 
@@ -93,7 +93,7 @@ def test_the_two_images_differ_in_code_and_libraries() -> None:
     prep_packages, pred_packages = installed("prep-venv"), installed("pred-venv")
 
     assert "onnxruntime" in pred_packages and "onnxruntime" not in prep_packages
-    assert "httpx" in prep_packages and "httpx" not in pred_packages
+    assert "httpx2" in prep_packages and "httpx2" not in pred_packages
     assert f"{PACKAGE}.preprocessing" in copied_modules("prep")
     assert f"{PACKAGE}.preprocessing" not in copied_modules("pred")
     assert f"{PACKAGE}.pred" not in copied_modules("prep")

@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from serving_patterns.prep_pred.schemas import SAMPLE_FEATURES, SAMPLE_IMAGE
@@ -36,17 +36,17 @@ def running() -> Iterator[LocalPattern]:
         yield pattern
 
 
-def predict_raw(pattern: LocalPattern, **headers: str) -> httpx.Response:
-    return httpx.post(
+def predict_raw(pattern: LocalPattern, **headers: str) -> httpx2.Response:
+    return httpx2.post(
         f"{pattern.url('prep')}/predict", json={"data": [SAMPLE_IMAGE, ONE]}, headers=headers
     )
 
 
-def prediction_or_none(pattern: LocalPattern) -> httpx.Response | None:
+def prediction_or_none(pattern: LocalPattern) -> httpx2.Response | None:
     """A 200 through prep, or None while a service is still (re)starting."""
     try:
         response = predict_raw(pattern)
-    except httpx.TransportError:
+    except httpx2.TransportError:
         return None
     return response if response.status_code == 200 else None
 
@@ -63,7 +63,7 @@ def test_client_sends_raw_images_and_prep_then_pred_predict(running: LocalPatter
 def test_pred_refuses_raw_images_sent_to_it_directly(running: LocalPattern) -> None:
     raw = {"data": [SAMPLE_IMAGE], "preprocess_version": "1.0.0"}
 
-    response = httpx.post(f"{running.url('pred')}/predict", json=raw)
+    response = httpx2.post(f"{running.url('pred')}/predict", json=raw)
 
     assert response.status_code == 422
     assert "these look like raw images" in response.text
@@ -102,7 +102,7 @@ def test_prep_stays_healthy_while_pred_is_down_and_recovers_by_itself() -> None:
         assert predict_raw(pattern).status_code == 200  # keep-alive connections to pred exist
 
         pattern.kill("pred", 0)
-        health = httpx.get(f"{prep}/health")
+        health = httpx2.get(f"{prep}/health")
         down = predict_raw(pattern)
 
         pattern.start_replica("pred")
@@ -126,9 +126,9 @@ def test_pred_stays_healthy_while_prep_is_down_and_prep_recovers() -> None:
         pred = pattern.url("pred")
 
         pattern.kill("prep", 0)
-        health = httpx.get(f"{pred}/health")
-        ready = httpx.get(f"{pred}/ready")
-        direct = httpx.post(f"{pred}/predict", json=features)
+        health = httpx2.get(f"{pred}/health")
+        ready = httpx2.get(f"{pred}/ready")
+        direct = httpx2.post(f"{pred}/predict", json=features)
 
         pattern.start_replica("prep")
         recovered = wait_until(

@@ -5,7 +5,7 @@ import json
 import time
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from shared.testing import pattern_running, wait_until
@@ -27,7 +27,7 @@ def test_webapp_blocks_until_the_prediction_returns() -> None:
         SYNCHRONOUS_WEBAPP_TIMEOUT_SECONDS="3",
     ) as pattern:
         started = time.perf_counter()
-        response = httpx.post(f"{pattern.url('webapp')}/predict", json={"data": [SETOSA]})
+        response = httpx2.post(f"{pattern.url('webapp')}/predict", json={"data": [SETOSA]})
         elapsed = time.perf_counter() - started
 
     assert response.status_code == 200
@@ -37,7 +37,7 @@ def test_webapp_blocks_until_the_prediction_returns() -> None:
 
 def test_next_step_follows_the_predicted_class() -> None:
     with pattern_running(PATTERN) as pattern:
-        response = httpx.post(
+        response = httpx2.post(
             f"{pattern.url('webapp')}/predict",
             json={"data": [SETOSA, VERSICOLOR, VIRGINICA, UNSURE]},
         )
@@ -60,14 +60,14 @@ def test_slow_predictor_gets_504_after_about_the_timeout_not_a_hang() -> None:
     ) as pattern:
         url = f"{pattern.url('webapp')}/predict"
 
-        async def timed_call(client: httpx.AsyncClient) -> tuple[int, str, float]:
+        async def timed_call(client: httpx2.AsyncClient) -> tuple[int, str, float]:
             started = time.perf_counter()
             response = await client.post(url, json={"data": [SETOSA]})
             return response.status_code, response.text, time.perf_counter() - started
 
         async def burst() -> list[tuple[int, str, float]]:
             # Eight callers at once: each is cut off on its own deadline, none waits for another.
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with httpx2.AsyncClient(timeout=10) as client:
                 return await asyncio.gather(*(timed_call(client) for _ in range(8)))
 
         answers = asyncio.run(burst())
@@ -84,9 +84,9 @@ def test_predictor_down_gives_503_at_once_never_500() -> None:
         url = pattern.url("webapp")
         pattern.kill("predictor")
         started = time.perf_counter()
-        response = httpx.post(f"{url}/predict", json={"data": [SETOSA]})
+        response = httpx2.post(f"{url}/predict", json={"data": [SETOSA]})
         elapsed = time.perf_counter() - started
-        ready = httpx.get(f"{url}/ready")
+        ready = httpx2.get(f"{url}/ready")
 
     assert response.status_code == 503
     assert response.json()["detail"] == "the predictor is unreachable (ConnectError)"
@@ -99,7 +99,7 @@ def test_predictor_down_gives_503_at_once_never_500() -> None:
 def test_request_id_passes_from_webapp_to_predictor() -> None:
     # At DEBUG the predictor logs every request it answers, with the request id it received.
     with pattern_running(PATTERN, SYNCHRONOUS_PREDICTOR_LOG_LEVEL="DEBUG") as pattern:
-        response = httpx.post(
+        response = httpx2.post(
             f"{pattern.url('webapp')}/predict",
             json={"data": [SETOSA]},
             headers={"X-Request-ID": "sync-trace-1"},
@@ -123,8 +123,8 @@ def test_request_id_passes_from_webapp_to_predictor() -> None:
 def test_input_the_model_cannot_take_is_refused_with_the_predictors_reason() -> None:
     with pattern_running(PATTERN) as pattern:
         url = pattern.url("webapp")
-        wrong_width = httpx.post(f"{url}/predict", json={"data": [[5.1, 3.5, 1.4]]})
-        metadata = httpx.get(f"{url}/metadata")
+        wrong_width = httpx2.post(f"{url}/predict", json={"data": [[5.1, 3.5, 1.4]]})
+        metadata = httpx2.get(f"{url}/metadata")
 
     assert wrong_width.status_code == 422
     assert "expected 4 features" in wrong_width.text

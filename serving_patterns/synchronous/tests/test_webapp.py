@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx
+import httpx2
 import pytest
 from fastapi import HTTPException
 from fastapi.testclient import TestClient
@@ -59,7 +59,7 @@ def test_follow_up_asks_for_a_photo_for_a_class_it_has_no_step_for() -> None:
 
 
 def test_read_answer_parses_a_good_answer() -> None:
-    answer = read_answer(httpx.Response(200, json=ANSWER), PredictResponse)
+    answer = read_answer(httpx2.Response(200, json=ANSWER), PredictResponse)
 
     assert answer.predictions[0].label == "setosa"
 
@@ -67,16 +67,20 @@ def test_read_answer_parses_a_good_answer() -> None:
 @pytest.mark.parametrize(
     ("upstream", "status", "words"),
     [
-        (httpx.Response(422, json={"detail": [{"msg": "expected 4 features"}]}), 422, "4 features"),
-        (httpx.Response(413, json={"detail": "request body larger"}), 413, "body larger"),
-        (httpx.Response(503, json={"detail": "model loading"}), 503, "not ready: model loading"),
-        (httpx.Response(500, text="Internal Server Error"), 502, "answered 500"),
-        (httpx.Response(200, json={"predictions": "junk"}), 502, "does not fit"),
-        (httpx.Response(200, text="<html>"), 502, "does not fit"),
+        (
+            httpx2.Response(422, json={"detail": [{"msg": "expected 4 features"}]}),
+            422,
+            "4 features",
+        ),
+        (httpx2.Response(413, json={"detail": "request body larger"}), 413, "body larger"),
+        (httpx2.Response(503, json={"detail": "model loading"}), 503, "not ready: model loading"),
+        (httpx2.Response(500, text="Internal Server Error"), 502, "answered 500"),
+        (httpx2.Response(200, json={"predictions": "junk"}), 502, "does not fit"),
+        (httpx2.Response(200, text="<html>"), 502, "does not fit"),
     ],
 )
 def test_read_answer_maps_predictor_failures_to_clear_errors(
-    upstream: httpx.Response, status: int, words: str
+    upstream: httpx2.Response, status: int, words: str
 ) -> None:
     with pytest.raises(HTTPException) as caught:
         read_answer(upstream, PredictResponse)
@@ -151,7 +155,7 @@ def stand_in() -> Iterator[StandIn]:
                     time.sleep(0.2)
                 self.end_headers()
                 return
-            body = httpx.Response(200, json=ANSWER).content
+            body = httpx2.Response(200, json=ANSWER).content
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -173,7 +177,7 @@ def stand_in() -> Iterator[StandIn]:
 
 
 def test_deadline_bounds_the_whole_call_when_the_predictor_trickles(stand_in: StandIn) -> None:
-    # httpx's per-read timeout alone (0.5 s) never fires here: bytes come every 0.2 s for 5 s.
+    # httpx2's per-read timeout alone (0.5 s) never fires here: bytes come every 0.2 s for 5 s.
     stand_in.trickle = True
     with webapp(stand_in.url, timeout_seconds=0.5) as client:
         started = time.perf_counter()

@@ -3,7 +3,7 @@
 import json
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 import yaml
 
@@ -21,10 +21,10 @@ def test_one_service_alone_serves_predictions_from_raw_input() -> None:
 
     with pattern_running(PATTERN) as pattern:
         url = pattern.url("api")
-        health = httpx.get(f"{url}/health")
-        ready = httpx.get(f"{url}/ready")
-        metadata = httpx.get(f"{url}/metadata").json()
-        answer = httpx.post(
+        health = httpx2.get(f"{url}/health")
+        ready = httpx2.get(f"{url}/ready")
+        metadata = httpx2.get(f"{url}/metadata").json()
+        answer = httpx2.post(
             f"{url}/predict", json={"data": [SETOSA]}, headers={"X-Request-ID": "e2e-1"}
         )
 
@@ -40,7 +40,7 @@ def test_replicas_give_identical_answers() -> None:
     rows = [SETOSA, [6.0, 2.9, 4.5, 1.5], [6.7, 3.0, 5.2, 2.3]]
     with pattern_running(PATTERN) as first, pattern_running(PATTERN) as second:
         answers = [
-            httpx.post(f"{replica.url('api')}/predict", json={"data": rows}).json()["predictions"]
+            httpx2.post(f"{replica.url('api')}/predict", json={"data": rows}).json()["predictions"]
             for replica in (first, second)
         ]
 
@@ -50,7 +50,7 @@ def test_replicas_give_identical_answers() -> None:
 
 def test_a_rejected_request_is_logged_with_its_request_id() -> None:
     with pattern_running(PATTERN) as pattern:
-        httpx.post(
+        httpx2.post(
             f"{pattern.url('api')}/predict",
             json={"data": [[1.0, 2.0]]},
             headers={"X-Request-ID": "trace-me"},
