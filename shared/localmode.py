@@ -16,6 +16,8 @@ the Dockerfile's CMD), the same environment, and the same healthcheck, with thes
 Services start in depends_on order, each waiting for its dependencies' conditions
 (service_started, service_healthy, service_completed_successfully); `deploy.replicas` starts that
 many copies. Output lines are prefixed with the service's name, as `docker compose up` does.
+
+On Linux each process gets SIGKILL when local mode dies, even by kill -9: nothing is left running.
 """
 
 from __future__ import annotations
@@ -303,13 +305,29 @@ def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
 # --- processes -------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:
-    """Linux: the service gets SIGKILL if local mode itself is killed (no orphans after kill -9)."""
-    if sys.platform == "linux":
-        import ctypes
+# Each service's process runs this first, then execs the service's command (same pid; the setting
+# survives exec): the kernel sends it SIGKILL when local mode dies, even by kill -9, so nothing is
+# left running. Not a preexec_fn, which Python documents as unsafe while threads run (local mode
+# has an output reader per process). The kernel's "parent" is the thread that started the
+# process: the caller's, which is the main thread of `make run` and of the tests.
+_DIE_WITH_PARENT = """
+import ctypes, os, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != int(sys.argv[1]):  # local mode died before prctl: nobody would kill us
+    os._exit(137)
+os.execv(sys.argv[2], sys.argv[3:])
+"""
 
-        pr_set_pdeathsig = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+def _launch_args(name: str, args: list[str], env: Mapping[str, str]) -> list[str]:
+    # Found here, so that a missing program is an error at start, not an exit of the launcher.
+    executable = shutil.which(args[0], path=env.get("PATH"))
+    if executable is None:
+        raise LocalModeError(f"{name}: {args[0]} is not on the PATH")
+    if sys.platform != "linux":
+        return args
+    launcher = [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid())]
+    return [*launcher, executable, *args]
 
 
 class Process:
@@ -322,7 +340,7 @@ class Process:
         self.env = env
         self.lines: deque[str] = deque(maxlen=2000)
         self.popen = subprocess.Popen(
-            args,
+            _launch_args(name, args, env),
             env=env,
             cwd=cwd,
             stdin=subprocess.DEVNULL,
@@ -332,7 +350,6 @@ class Process:
             errors="replace",
             bufsize=1,
             start_new_session=True,  # its own process group: stopping it stops its children too
-            preexec_fn=_die_with_parent,
         )
         self._reader = threading.Thread(target=self._read, args=(echo,), daemon=True)
         self._reader.start()
@@ -360,13 +377,13 @@ class Process:
     def stop(self, timeout: float = 10.0) -> None:
         if self.alive():
             self.signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.signal(signal.SIGKILL)
-                self.popen.wait()
-        # Children that outlived their parent (a pool worker) go with the group.
+        # Children that outlived their parent (a pool worker) go with the group, and so does a
+        # process that ignored SIGTERM.
         self.signal(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)  # only a process stuck in the kernel outlives SIGKILL that long
         self._reader.join(timeout=2)
 
     def output(self) -> str:
@@ -435,6 +452,11 @@ def _machine_url(url: str | None) -> str | None:
 
 
 # --- the pattern -----------------------------------------------------------------------------
+
+
+# Longest wait for a one-shot job that others wait on (compose would wait for ever).
+ONE_SHOT_TIMEOUT = 600.0
+BUILD_TIMEOUT = 900.0  # training every model from scratch on a slow machine
 
 
 class LocalPattern:
@@ -599,10 +621,17 @@ class LocalPattern:
     def logs(self, name: str) -> str:
         return "\n\n".join(p.output() for p in self.processes[name])
 
-    def wait(self) -> int:
-        """Block until every service process has exited (or Ctrl-C); the worst exit code."""
-        codes = [p.popen.wait() for procs in self.processes.values() for p in procs]
-        return max((abs(code) for code in codes), default=0)
+    def wait(self, timeout: float | None = None) -> int:
+        """Block until every service process has exited, or Ctrl-C; the worst exit code. With a
+        timeout, LocalModeError when some still run then (`make run` has none: its services run
+        until Ctrl-C)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        processes = [p for procs in self.processes.values() for p in procs]
+        while any(p.alive() for p in processes):
+            if deadline is not None and time.monotonic() > deadline:
+                raise LocalModeError(f"services still running after {timeout} s")
+            time.sleep(0.1)
+        return max((abs(p.popen.returncode or 0) for p in processes), default=0)
 
     def stop(self) -> None:
         if self._stopped:
@@ -617,12 +646,16 @@ class LocalPattern:
     # Inside ---------------------------------------------------------------------------------
 
     def _build(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "shared.training", "ensure"],
-            cwd=REPO_ROOT,
-            check=True,
-            capture_output=self.echo is None,
-        )
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "shared.training", "ensure"],
+                cwd=REPO_ROOT,
+                check=True,
+                capture_output=self.echo is None,
+                timeout=BUILD_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise LocalModeError(f"training the models took over {BUILD_TIMEOUT:g} s") from exc
 
     def _wait_for(self, name: str, condition: str) -> None:
         if not self.services[name].builds:
@@ -631,7 +664,13 @@ class LocalPattern:
             if condition == "service_healthy":
                 self.wait_healthy(name, index)
             elif condition == "service_completed_successfully":
-                code = process.popen.wait()
+                try:
+                    code = process.popen.wait(ONE_SHOT_TIMEOUT)
+                except subprocess.TimeoutExpired as exc:
+                    raise LocalModeError(
+                        f"{name} has not completed in {ONE_SHOT_TIMEOUT:g} s: local mode "
+                        "does not wait for ever for a one-shot job"
+                    ) from exc
                 if code != 0:
                     raise LocalModeError(f"{process.name} exited with {code}:\n{process.output()}")
 
