@@ -17,6 +17,18 @@ Services start in depends_on order, each waiting for its dependencies' condition
 (service_started, service_healthy, service_completed_successfully); `deploy.replicas` starts that
 many copies. Output lines are prefixed with the service's name, as `docker compose up` does.
 
+Restart policies are applied as the Docker engine applies them, to each replica on its own:
+compose's `restart:` ("no", the default; "on-failure[:max-retries]"; "always"; "unless-stopped")
+and `deploy.restart_policy` (condition none/on-failure/any and max_attempts, which `docker compose
+up` maps onto the same policies and lets win over `restart:`; its delay and window are Swarm's,
+ignored there and here). A restart waits Docker's back-off: 100 ms, doubled at each restart up to
+a minute, back to 100 ms after a run of 10 s; max-retries counts restarts. The replica keeps its
+name and environment (HOSTNAME too). "always" and "unless-stopped" differ only when the Docker
+daemon restarts, which has no local equivalent. What local mode stops itself (Ctrl-C, stop(),
+kill()) is never restarted, as after `docker stop` or `docker kill`; nor is the Redis it starts
+(restart_infrastructure() restarts it on purpose). Every exit prints one line: the replica, its
+exit code or signal, and what local mode does about it.
+
 On Linux each process gets SIGKILL when local mode dies, even by kill -9: nothing is left running.
 """
 
@@ -121,6 +133,67 @@ def _seconds(duration: str | None, default: float) -> float:
     return sum(float(n) * units[u] for n, u in re.findall(r"([\d.]+)(ms|us|h|m|s)", duration))
 
 
+# Docker's restart back-off (moby's restart manager): the first restart waits 100 ms, each next
+# one twice the last, up to a minute; a run of 10 s or more starts again from 100 ms.
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 60.0
+BACKOFF_RESET_AFTER = 10.0
+
+
+def restart_delay(previous: float, ran_for: float) -> float:
+    """How long to wait before a restart, after a run of `ran_for` seconds that followed a wait
+    of `previous` seconds (0: the replica's first restart)."""
+    if previous == 0 or ran_for >= BACKOFF_RESET_AFTER:
+        return BACKOFF_FIRST
+    return min(previous * 2, BACKOFF_MAX)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """A service's restart policy, as the Docker engine has it."""
+
+    name: str = "no"  # no, on-failure, always, unless-stopped
+    max_retries: int = 0  # on-failure only; 0 is no limit, as in Docker
+
+    NAMES = ("no", "on-failure", "always", "unless-stopped")
+
+    @classmethod
+    def from_compose(cls, service: str, spec: Mapping[str, Any]) -> RestartPolicy:
+        deploy = (spec.get("deploy") or {}).get("restart_policy")
+        if deploy is not None:  # mapped as `docker compose up` maps it; delay and window unused
+            condition = str(deploy.get("condition", "any"))
+            name = {"none": "no", "any": "always"}.get(condition, condition)
+            count = str(deploy.get("max_attempts", 0))
+        else:
+            restart = spec.get("restart", "no")
+            # An unquoted `restart: no` is YAML's false.
+            name, _, count = ("no" if restart is False else str(restart)).partition(":")
+        if name not in cls.NAMES or not (count or "0").isdigit():
+            raise LocalModeError(
+                f"service {service}: restart policy {name}{':' + count if count else ''} is not "
+                f"one of {', '.join(cls.NAMES)} (on-failure may add :max-retries)"
+            )
+        if int(count or 0) and name != "on-failure":  # the Docker engine refuses it too
+            raise LocalModeError(f"service {service}: a retry count goes only with on-failure")
+        return cls(name, int(count or 0))
+
+    def __str__(self) -> str:
+        return f"{self.name}:{self.max_retries}" if self.max_retries else self.name
+
+    def refusal(self, code: int, restarts: int) -> str | None:
+        """Why a replica that exited with `code` after `restarts` restarts is not restarted, or
+        None when it is."""
+        if self.name == "no":
+            return "not restarted: restart policy is no"
+        if self.name == "on-failure" and code == 0:
+            return "not restarted: it succeeded and restart policy is on-failure"
+        if self.name == "on-failure" and self.max_retries and restarts >= self.max_retries:
+            return (
+                f"gave up after {restarts} attempt{'s' if restarts > 1 else ''} (restart: {self})"
+            )
+        return None
+
+
 def dockerfile_instruction(dockerfile: Path, instruction: str) -> list[str]:
     """The exec-form arguments of the last CMD or HEALTHCHECK ... CMD of a Dockerfile."""
     text = re.sub(r"\\\n", " ", dockerfile.read_text())
@@ -150,6 +223,7 @@ class Service:
     health_deadline: float
     depends_on: dict[str, str]
     replicas: int
+    restart: RestartPolicy
 
     @property
     def builds(self) -> bool:
@@ -216,6 +290,7 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
                 dep: cond.get("condition", "service_started") for dep, cond in depends.items()
             },
             replicas=int((spec.get("deploy") or {}).get("replicas", 1)),
+            restart=RestartPolicy.from_compose(name, spec),
         )
     return services
 
@@ -308,8 +383,8 @@ def _answers(host: str, port: int, timeout: float = 1.0) -> bool:
 # Each service's process runs this first, then execs the service's command (same pid; the setting
 # survives exec): the kernel sends it SIGKILL when local mode dies, even by kill -9, so nothing is
 # left running. Not a preexec_fn, which Python documents as unsafe while threads run (local mode
-# has an output reader per process). The kernel's "parent" is the thread that started the
-# process: the caller's, which is the main thread of `make run` and of the tests.
+# has an output reader per process and a supervisor). The kernel's "parent" is the thread that
+# started the process: here the caller's (main) thread or the supervisor, both there until stop().
 _DIE_WITH_PARENT = """
 import ctypes, os, sys
 ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
@@ -330,15 +405,38 @@ def _launch_args(name: str, args: list[str], env: Mapping[str, str]) -> list[str
     return [*launcher, executable, *args]
 
 
+def describe_exit(code: int) -> str:
+    """A process's exit as a person says it: "exited with code 3", "killed by SIGKILL"."""
+    if code >= 0:
+        return f"exited with code {code}"
+    with contextlib.suppress(ValueError):
+        return f"killed by {signal.Signals(-code).name}"
+    return f"killed by signal {-code}"
+
+
 class Process:
-    """One running copy of a service, its output prefixed and kept (the last lines) for tests."""
+    """One running copy of a service, its output prefixed and kept (the last lines) for tests.
+
+    `lines` continues the output of the copy this one restarts, as `docker compose logs` does."""
 
     def __init__(
-        self, name: str, args: list[str], env: dict[str, str], echo: TextIO | None, cwd: Path
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        echo: TextIO | None,
+        cwd: Path,
+        lines: deque[str] | None = None,
     ) -> None:
         self.name = name
+        self.args = args
         self.env = env
-        self.lines: deque[str] = deque(maxlen=2000)
+        self.echo = echo
+        self.lines: deque[str] = deque(maxlen=2000) if lines is None else lines
+        # Why local mode ended this process itself (stop(), kill()): then it is never restarted.
+        self.stopped_by: str | None = None
+        self.reported = False  # its exit has had its line
+        self.started = time.monotonic()
         self.popen = subprocess.Popen(
             _launch_args(name, args, env),
             env=env,
@@ -351,17 +449,20 @@ class Process:
             bufsize=1,
             start_new_session=True,  # its own process group: stopping it stops its children too
         )
-        self._reader = threading.Thread(target=self._read, args=(echo,), daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
-    def _read(self, echo: TextIO | None) -> None:
+    def _read(self) -> None:
         assert self.popen.stdout is not None
         for line in self.popen.stdout:
-            line = line.rstrip("\n")
-            self.lines.append(line)
-            if echo is not None:
-                echo.write(f"{self.name:<14}| {line}\n")
-                echo.flush()
+            self.say(line.rstrip("\n"))
+
+    def say(self, line: str) -> None:
+        """Keep a line of this process's output, and echo it with the prefix."""
+        self.lines.append(line)
+        if self.echo is not None:
+            self.echo.write(f"{self.name:<14}| {line}\n")
+            self.echo.flush()
 
     @property
     def pid(self) -> int:
@@ -375,6 +476,7 @@ class Process:
             os.killpg(self.popen.pid, sig)
 
     def stop(self, timeout: float = 10.0) -> None:
+        self.stopped_by = self.stopped_by or "stopped by local mode"
         if self.alive():
             self.signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -385,6 +487,12 @@ class Process:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)  # only a process stuck in the kernel outlives SIGKILL that long
         self._reader.join(timeout=2)
+
+    def report_exit(self, action: str) -> None:
+        """The one line every exit gets: how the process ended, and what local mode does."""
+        if not self.reported:
+            self.say(f"local mode: {describe_exit(self.popen.returncode or 0)}; {action}")
+            self.reported = True
 
     def output(self) -> str:
         return "\n".join(self.lines)
@@ -436,6 +544,7 @@ class RedisServer:
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+            self.process.report_exit("stopped by local mode")  # unless it had died before
 
     def close(self) -> None:
         self.stop()
@@ -457,6 +566,16 @@ def _machine_url(url: str | None) -> str | None:
 # Longest wait for a one-shot job that others wait on (compose would wait for ever).
 ONE_SHOT_TIMEOUT = 600.0
 BUILD_TIMEOUT = 900.0  # training every model from scratch on a slow machine
+SUPERVISE_EVERY = 0.05  # how soon an exit is noticed
+
+
+@dataclass
+class _Restarts:
+    """One replica's restart state, which outlives its processes (Docker's restart manager)."""
+
+    count: int = 0  # restarts so far
+    delay: float = 0.0  # the last back-off
+    due: float | None = None  # time.monotonic() of the pending restart
 
 
 class LocalPattern:
@@ -466,6 +585,9 @@ class LocalPattern:
     port of an unpublished service), "free" picks free ones (parallel tests), an int shifts
     every port by that much. variables: what the shell would give compose for ${VAR}
     substitution (defaults to this process's environment).
+
+    processes[name][i] is replica i's current process: a restart replaces it there. A
+    supervisor thread reports every exit and applies the restart policies.
     """
 
     def __init__(
@@ -491,6 +613,19 @@ class LocalPattern:
                 }
         self.processes: dict[str, list[Process]] = {name: [] for name in self.services}
         self.redis: dict[str, RedisServer] = {}
+        # Services others wait on to complete: their exit 0 is the normal end.
+        self.one_shots = {
+            dep
+            for service in self.services.values()
+            for dep, condition in service.depends_on.items()
+            if condition == "service_completed_successfully"
+        }
+        self._restarts: dict[str, list[_Restarts]] = {name: [] for name in self.services}
+        # Held by the supervisor while it reads or replaces processes, and by the caller's thread
+        # while it adds, kills or stops them.
+        self._lock = threading.RLock()
+        self._supervisor: threading.Thread | None = None
+        self._supervisor_done = threading.Event()
         self._stopped = False
 
     @staticmethod
@@ -546,11 +681,16 @@ class LocalPattern:
         `environment` set over the compose file's (as `docker compose run -e` would)."""
         service = self.services[name]
         index = len(self.processes[name]) + 1
-        if service.ports and any(p.alive() for p in self.processes[name]):
-            raise LocalModeError(
-                f"{name} listens on a port: on one machine a second copy needs its own "
-                "LocalPattern (Docker gives each replica its own address)"
-            )
+        with self._lock:
+            if self._stopped:
+                raise LocalModeError(f"cannot start {name}: this run is stopped")
+            self._report_exits()  # a copy that has just exited may be due to restart
+            restarting = any(r.due is not None for r in self._restarts[name])
+            if service.ports and (restarting or any(p.alive() for p in self.processes[name])):
+                raise LocalModeError(
+                    f"{name} listens on a port: on one machine a second copy needs its own "
+                    "LocalPattern (Docker gives each replica its own address)"
+                )
         for port in self.addresses.ports[name].values():
             if not _free(port):
                 raise LocalModeError(
@@ -568,15 +708,28 @@ class LocalPattern:
         env.update({k: self.addresses.translate(v, name) for k, v in service.environment.items()})
         env.update(environment)
         args = [self.addresses.translate(arg, name) for arg in service.command]
-        process = Process(f"{name}-{index}", args, env, self.echo, REPO_ROOT)
-        self.processes[name].append(process)
+        with self._lock:
+            process = Process(f"{name}-{index}", args, env, self.echo, REPO_ROOT)
+            self.processes[name].append(process)
+            self._restarts[name].append(_Restarts())
+            if self._supervisor is None:
+                self._supervisor = threading.Thread(
+                    target=self._supervise, name="localmode-supervisor", daemon=True
+                )
+                self._supervisor.start()
         return process
 
     def kill(self, name: str, index: int = 0, sig: int = signal.SIGKILL) -> None:
-        """Send a signal to one copy of a service (SIGKILL: it dies holding whatever it held)."""
-        process = self.processes[name][index]
+        """Send a signal to one copy of a service and wait for its exit (SIGKILL: it dies holding
+        whatever it held). As after `docker kill`, its restart policy does not bring it back: to
+        see a crash restarted, signal its pid yourself."""
+        with self._lock:
+            process = self.processes[name][index]
+            process.stopped_by = "not restarted: kill() ends a replica for good, as docker kill"
+            self._restarts[name][index].due = None
         process.signal(sig)
         process.popen.wait(timeout=10)
+        self._report_exits()
 
     def restart_infrastructure(self, name: str) -> None:
         """Stop and start a private infrastructure server (same port, same data directory)."""
@@ -589,8 +742,9 @@ class LocalPattern:
         self.redis[name].stop()
 
     def wait_healthy(self, name: str, index: int = 0) -> None:
+        """Wait until replica `index` passes its healthcheck; through restarts, as Docker's
+        health status starts again with each one."""
         service = self.services[name]
-        process = self.processes[name][index]
         if not service.healthcheck:
             raise LocalModeError(f"service {name} has no healthcheck to wait for")
         args = [self.addresses.translate(arg, name) for arg in service.healthcheck]
@@ -598,22 +752,24 @@ class LocalPattern:
             args[0] = sys.executable
         deadline = time.monotonic() + service.health_deadline
         while True:
-            if not process.alive():
+            process = self.processes[name][index]
+            if self._done(name, index):
                 raise LocalModeError(
-                    f"{process.name} exited with {process.popen.returncode} before it was "
-                    f"healthy:\n{process.output()}"
+                    f"{process.name} {describe_exit(process.popen.returncode or 0)} before it "
+                    f"was healthy:\n{process.output()}"
                 )
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                # Inside the container, with the service's own environment.
-                check = subprocess.run(
-                    args,
-                    cwd=REPO_ROOT,
-                    capture_output=True,
-                    timeout=service.health_timeout,
-                    env=process.env,
-                )
-                if check.returncode == 0:
-                    return
+            if process.alive():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    # Inside the container, with the service's own environment.
+                    check = subprocess.run(
+                        args,
+                        cwd=REPO_ROOT,
+                        capture_output=True,
+                        timeout=service.health_timeout,
+                        env=process.env,
+                    )
+                    if check.returncode == 0:
+                        return
             if time.monotonic() > deadline:
                 raise LocalModeError(f"{process.name} not healthy in time:\n{process.output()}")
             time.sleep(0.2)
@@ -622,28 +778,106 @@ class LocalPattern:
         return "\n\n".join(p.output() for p in self.processes[name])
 
     def wait(self, timeout: float | None = None) -> int:
-        """Block until every service process has exited, or Ctrl-C; the worst exit code. With a
-        timeout, LocalModeError when some still run then (`make run` has none: its services run
-        until Ctrl-C)."""
+        """Block until every service process has exited for good (none is due to restart), or
+        Ctrl-C; the worst exit code. With a timeout, LocalModeError when some still run then
+        (`make run` has none: its services run until Ctrl-C)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        processes = [p for procs in self.processes.values() for p in procs]
-        while any(p.alive() for p in processes):
+        while True:
+            with self._lock:
+                if all(self._done(name, i) for name, i in self._replicas()):
+                    codes = [p.popen.returncode or 0 for ps in self.processes.values() for p in ps]
+                    return max((abs(code) for code in codes), default=0)
             if deadline is not None and time.monotonic() > deadline:
                 raise LocalModeError(f"services still running after {timeout} s")
             time.sleep(0.1)
-        return max((abs(p.popen.returncode or 0) for p in processes), default=0)
 
     def stop(self) -> None:
-        if self._stopped:
-            return
-        self._stopped = True
+        with self._lock:
+            if self._stopped:
+                return
+            self._report_exits()  # a crash of the last moment is told as such
+            self._stopped = True  # from here on the supervisor reports exits, restarts nothing
+            for name, procs in self.processes.items():
+                for process, restarts in zip(procs, self._restarts[name], strict=True):
+                    if restarts.due is not None:
+                        restarts.due = None
+                        process.say("local mode: restart cancelled, local mode is stopping")
         for name in reversed(self.order):
             for process in self.processes.get(name, []):
                 process.stop()
+        # Only now: the processes it restarted die with it (their kernel parent is its thread).
+        self._supervisor_done.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+        self._report_exits()  # those the supervisor had no time to see
         for server in self.redis.values():
             server.close()
 
     # Inside ---------------------------------------------------------------------------------
+
+    def _replicas(self) -> list[tuple[str, int]]:
+        return [(name, i) for name, procs in self.processes.items() for i in range(len(procs))]
+
+    def _done(self, name: str, index: int) -> bool:
+        """Replica `index` has exited, its exit is reported, and no restart is due."""
+        with self._lock:
+            process = self.processes[name][index]
+            return process.reported and self._restarts[name][index].due is None
+
+    def _supervise(self) -> None:
+        """Report each exit and apply restart policies, until stop() has stopped everything."""
+        while not self._supervisor_done.wait(SUPERVISE_EVERY):
+            try:
+                self._report_exits()
+                self._restart_due()
+            except Exception as exc:  # carry on: were it to end, what it restarted would die
+                sys.stderr.write(f"local mode: supervisor error: {exc!r}\n")
+
+    def _report_exits(self) -> None:
+        with self._lock:
+            for name, procs in self.processes.items():
+                for process, restarts in zip(procs, self._restarts[name], strict=True):
+                    code = process.popen.poll()
+                    if code is not None and not process.reported:
+                        # A container ends with its main process: so do the children left behind.
+                        process.signal(signal.SIGKILL)
+                        process.report_exit(self._exit_action(name, process, code, restarts))
+            for server in self.redis.values():  # its stop() reports the exits it causes
+                redis = server.process
+                if redis is not None and not redis.alive():
+                    why = redis.stopped_by or "not restarted: local mode does not restart its Redis"
+                    redis.report_exit(why)
+
+    def _exit_action(self, name: str, process: Process, code: int, restarts: _Restarts) -> str:
+        """What local mode does about an exit (and a restart, if any, is scheduled)."""
+        if process.stopped_by:
+            return process.stopped_by
+        if self._stopped:
+            return "not restarted: local mode is stopping"
+        refusal = self.services[name].restart.refusal(code, restarts.count)
+        if refusal and code == 0 and name in self.one_shots:
+            return "completed, as a one-shot job others wait for"
+        if refusal:
+            return refusal
+        restarts.delay = restart_delay(restarts.delay, time.monotonic() - process.started)
+        restarts.count += 1
+        restarts.due = time.monotonic() + restarts.delay
+        return f"restarting in {restarts.delay:g} s (attempt {restarts.count})"
+
+    def _restart_due(self) -> None:
+        with self._lock:
+            for name, procs in self.processes.items():
+                for index, restarts in enumerate(self._restarts[name]):
+                    if restarts.due is None or time.monotonic() < restarts.due or self._stopped:
+                        continue
+                    restarts.due = None
+                    old = procs[index]
+                    try:
+                        procs[index] = Process(
+                            old.name, old.args, old.env, self.echo, REPO_ROOT, lines=old.lines
+                        )
+                    except (OSError, LocalModeError) as exc:
+                        old.say(f"local mode: restart failed, not restarted: {exc}")
 
     def _build(self) -> None:
         try:
@@ -660,19 +894,24 @@ class LocalPattern:
     def _wait_for(self, name: str, condition: str) -> None:
         if not self.services[name].builds:
             return  # provided from the machine, answering before we go on
-        for index, process in enumerate(self.processes[name]):
+        for index in range(len(self.processes[name])):
             if condition == "service_healthy":
                 self.wait_healthy(name, index)
             elif condition == "service_completed_successfully":
-                try:
-                    code = process.popen.wait(ONE_SHOT_TIMEOUT)
-                except subprocess.TimeoutExpired as exc:
+                deadline = time.monotonic() + ONE_SHOT_TIMEOUT
+                while not self._done(name, index):
+                    if time.monotonic() > deadline:
+                        raise LocalModeError(
+                            f"{name} has not completed in {ONE_SHOT_TIMEOUT:g} s: local mode "
+                            "does not wait for ever for a one-shot job"
+                        )
+                    time.sleep(0.05)
+                process = self.processes[name][index]
+                if process.popen.returncode != 0:
                     raise LocalModeError(
-                        f"{name} has not completed in {ONE_SHOT_TIMEOUT:g} s: local mode "
-                        "does not wait for ever for a one-shot job"
-                    ) from exc
-                if code != 0:
-                    raise LocalModeError(f"{process.name} exited with {code}:\n{process.output()}")
+                        f"{process.name} {describe_exit(process.popen.returncode or 0)}:\n"
+                        f"{process.output()}"
+                    )
 
     def _provide(self, service: Service) -> None:
         image = (service.image or "").split("/")[-1]
@@ -680,7 +919,8 @@ class LocalPattern:
             url = _machine_url(self.variables.get("REDIS_URL"))
             if url is None:
                 server = RedisServer(service.command, self.echo)
-                self.redis[service.name] = server
+                with self._lock:
+                    self.redis[service.name] = server
                 url = server.url
         elif image.startswith("postgres"):
             default = f"postgresql://postgres@{LOCALHOST}:5432/postgres"

@@ -1,23 +1,30 @@
-"""Local mode: compose's substitution and address rules, and the processes it leaves behind."""
+"""Local mode: compose's substitution and address rules, restart policies, and the processes it
+leaves behind."""
 
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
+import yaml
 
 from shared.catalogue import find
 from shared.localmode import (
     REPO_ROOT,
     AddressBook,
     LocalModeError,
+    LocalPattern,
+    RestartPolicy,
     dockerfile_instruction,
     interpolate,
     load_compose,
+    restart_delay,
     start_order,
 )
 from shared.testing import wait_until
@@ -208,3 +215,276 @@ def test_list_shows_every_catalogue_entry_with_folder_and_status() -> None:
     assert len(lines) == 35
     assert lines[0].split()[:4] == ["1.1", "serving", "web-single", "implemented"]
     assert all(line.split()[3] in ("implemented", "planned") for line in lines)
+
+
+# --- restart policies ------------------------------------------------------------------------
+
+# A service that notes each start in $RUNS (a time stamp a line), says "up PID", then exits with
+# $CODE, or runs until it is stopped when there is none.
+SERVICE = """
+import os, sys, time
+with open(os.environ["RUNS"], "a") as runs:
+    print(time.time(), file=runs)
+print("up", os.getpid(), flush=True)
+sys.exit(int(os.environ["CODE"])) if "CODE" in os.environ else time.sleep(60)
+"""
+
+
+def _service(folder: Path, name: str, code: int | None = None, **spec: Any) -> dict[str, Any]:
+    environment = {"RUNS": str(folder / f"{name}.runs")}
+    if code is not None:
+        environment["CODE"] = str(code)
+    return {"build": ".", "command": ["python", "-c", SERVICE], "environment": environment, **spec}
+
+
+def _pattern(folder: Path, **services: dict[str, Any]) -> LocalPattern:
+    (folder / "compose.yaml").write_text(yaml.safe_dump({"services": services}))
+    return LocalPattern(folder, variables={}, echo=io.StringIO(), build=False)
+
+
+def _runs(folder: Path, name: str) -> list[float]:
+    runs = folder / f"{name}.runs"
+    return [float(line) for line in runs.read_text().split()] if runs.exists() else []
+
+
+def _exit_lines(text: str) -> list[str]:
+    """The lines local mode prints about exits, spaces squeezed."""
+    return [" ".join(line.split()) for line in text.splitlines() if "| local mode: " in line]
+
+
+def _echoed(pattern: LocalPattern) -> str:
+    assert isinstance(pattern.echo, io.StringIO)
+    return pattern.echo.getvalue()
+
+
+def test_restart_policies_are_read_as_docker_compose_reads_them(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        """
+services:
+  plain: {build: ., command: run}
+  retries: {build: ., command: run, restart: "on-failure:3"}
+  unquoted: {build: ., command: run, restart: no}
+  unless: {build: ., command: run, restart: unless-stopped}
+  deploy_wins:
+    build: .
+    command: run
+    restart: always
+    deploy: {restart_policy: {condition: on-failure, max_attempts: 2, delay: 5s}}
+  deploy_default: {build: ., command: run, deploy: {restart_policy: {}}}
+  deploy_none: {build: ., command: run, deploy: {restart_policy: {condition: none}}}
+"""
+    )
+
+    services = load_compose(tmp_path / "compose.yaml", {})
+
+    assert {name: str(s.restart) for name, s in services.items()} == {
+        "plain": "no",
+        "retries": "on-failure:3",
+        "unquoted": "no",
+        "unless": "unless-stopped",
+        "deploy_wins": "on-failure:2",
+        "deploy_default": "always",  # compose's default condition is any
+        "deploy_none": "no",
+    }
+
+
+@pytest.mark.parametrize("restart", ["always:3", "sometimes", "on-failure:x"])
+def test_a_restart_policy_docker_refuses_is_refused(restart: str) -> None:
+    with pytest.raises(LocalModeError, match="service api: .*restart|retry count"):
+        RestartPolicy.from_compose("api", {"restart": restart})
+
+
+def test_restart_delay_doubles_from_100_ms_up_to_a_minute_and_resets_after_10_s() -> None:
+    delays = [0.0]
+    for _ in range(12):
+        delays.append(restart_delay(delays[-1], ran_for=1.0))
+
+    assert delays[1:5] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert delays[-2:] == [60.0, 60.0]
+    assert restart_delay(60.0, ran_for=10.0) == pytest.approx(0.1)
+
+
+def test_a_replica_killed_9_with_restart_on_failure_comes_back_and_the_exit_is_printed(
+    tmp_path: Path,
+) -> None:
+    worker = _service(tmp_path, "worker", restart="on-failure", deploy={"replicas": 2})
+    with _pattern(tmp_path, worker=worker) as pattern:
+        first, other = pattern.processes["worker"]
+        wait_until(lambda: len(_runs(tmp_path, "worker")) == 2, timeout=10, what="both up")
+        os.kill(first.pid, signal.SIGKILL)  # from outside, as the OOM killer does
+        again = wait_until(
+            lambda: len(_runs(tmp_path, "worker")) == 3 and pattern.processes["worker"][0],
+            timeout=10,
+            what="worker-1 restarted",
+        )
+        exits = _exit_lines(_echoed(pattern))
+        worker_1_output = first.output()
+
+        assert again is not first and again.alive()
+        assert again.env["HOSTNAME"] == "worker-1"  # the same replica, as Docker restarts it
+        assert pattern.processes["worker"][1] is other and other.alive()  # on its own
+    assert exits == ["worker-1 | local mode: killed by SIGKILL; restarting in 0.1 s (attempt 1)"]
+    assert [ln.split()[0] for ln in worker_1_output.splitlines()] == ["up", "local", "up"]
+
+
+def test_a_replica_without_a_restart_policy_is_reported_dead_and_stays_down(
+    tmp_path: Path,
+) -> None:
+    with _pattern(tmp_path, worker=_service(tmp_path, "worker")) as pattern:
+        process = pattern.processes["worker"][0]
+        wait_until(lambda: _runs(tmp_path, "worker"), timeout=10, what="worker up")
+        os.kill(process.pid, signal.SIGKILL)
+        code = pattern.wait(timeout=10)  # returns once no restart is due
+
+        assert pattern.processes["worker"][0] is process
+    assert code == 9
+    assert _exit_lines(_echoed(pattern)) == [
+        "worker-1 | local mode: killed by SIGKILL; not restarted: restart policy is no"
+    ]
+    assert len(_runs(tmp_path, "worker")) == 1
+
+
+def test_restart_backoff_doubles_and_on_failure_gives_up_after_its_max_retries(
+    tmp_path: Path,
+) -> None:
+    with _pattern(tmp_path, job=_service(tmp_path, "job", code=3, restart="on-failure:3")) as p:
+        code = p.wait(timeout=30)
+
+    runs = _runs(tmp_path, "job")
+    gaps = [later - earlier for earlier, later in zip(runs, runs[1:], strict=False)]
+    assert code == 3
+    assert len(runs) == 4  # the first run and three restarts
+    assert all(gap >= delay for gap, delay in zip(gaps, [0.1, 0.2, 0.4], strict=True))
+    assert _exit_lines(_echoed(p)) == [
+        "job-1 | local mode: exited with code 3; restarting in 0.1 s (attempt 1)",
+        "job-1 | local mode: exited with code 3; restarting in 0.2 s (attempt 2)",
+        "job-1 | local mode: exited with code 3; restarting in 0.4 s (attempt 3)",
+        "job-1 | local mode: exited with code 3; gave up after 3 attempts (restart: on-failure:3)",
+    ]
+
+
+def test_on_failure_leaves_a_success_alone_and_a_one_shot_job_completes(tmp_path: Path) -> None:
+    seed = _service(tmp_path, "seed", code=0)
+    worker = _service(
+        tmp_path,
+        "worker",
+        code=0,
+        restart="on-failure",
+        depends_on={"seed": {"condition": "service_completed_successfully"}},
+    )
+    with _pattern(tmp_path, seed=seed, worker=worker) as pattern:
+        code = pattern.wait(timeout=20)
+
+    assert code == 0
+    assert _exit_lines(_echoed(pattern)) == [
+        "seed-1 | local mode: exited with code 0; completed, as a one-shot job others wait for",
+        "worker-1 | local mode: exited with code 0; not restarted: it succeeded and restart "
+        "policy is on-failure",
+    ]
+
+
+def test_kill_ends_a_replica_for_good_whatever_its_restart_policy(tmp_path: Path) -> None:
+    with _pattern(tmp_path, worker=_service(tmp_path, "worker", restart="always")) as pattern:
+        process = pattern.processes["worker"][0]
+        pattern.kill("worker")  # as docker kill: the test means it to stay down
+        code = pattern.wait(timeout=10)
+
+        assert pattern.processes["worker"][0] is process
+    assert code == 9
+    assert _exit_lines(_echoed(pattern)) == [
+        "worker-1 | local mode: killed by SIGKILL; not restarted: kill() ends a replica for "
+        "good, as docker kill"
+    ]
+
+
+def test_stop_during_a_restart_backoff_cancels_the_restart(tmp_path: Path) -> None:
+    pattern = _pattern(tmp_path, job=_service(tmp_path, "job", code=3, restart="on-failure"))
+    try:
+        pattern.start()
+        # The fifth restart waits 1.6 s: time enough to stop in the middle of it.
+        wait_until(
+            lambda: "restarting in 1.6 s (attempt 5)" in _echoed(pattern),
+            timeout=20,
+            what="the fifth back-off",
+        )
+    finally:
+        pattern.stop()
+
+    assert len(_runs(tmp_path, "job")) == 5
+    assert _exit_lines(_echoed(pattern))[-1] == (
+        "job-1 | local mode: restart cancelled, local mode is stopping"
+    )
+    assert pattern.wait(timeout=1) == 3  # nothing left to run or to restart
+
+
+# `make run` (shared.cli.run) on a compose file of the test's own, without training any model.
+MAKE_RUN = """
+import sys
+from shared import cli, localmode
+from shared.catalogue import Entry
+localmode.LocalPattern._build = lambda self: None
+sys.exit(cli.run(Entry("", "Test", sys.argv[1], (), ""), local=True, port_offset=0))
+"""
+
+
+def _make_run(folder: Path) -> tuple["subprocess.Popen[bytes]", Path]:
+    log = folder / "make-run.log"
+    with log.open("w") as out:
+        run = subprocess.Popen(
+            [sys.executable, "-c", MAKE_RUN, str(folder)],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return run, log
+
+
+def test_ctrl_c_during_a_restart_backoff_stops_make_run_without_a_restart(tmp_path: Path) -> None:
+    _pattern(tmp_path, job=_service(tmp_path, "job", code=3, restart="on-failure"))
+    run, log = _make_run(tmp_path)
+    try:
+        wait_until(
+            lambda: "restarting in 1.6 s (attempt 5)" in log.read_text(),
+            timeout=30,
+            what="the fifth back-off",
+        )
+        os.kill(run.pid, signal.SIGINT)
+        assert run.wait(timeout=20) == 0
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+
+    assert len(_runs(tmp_path, "job")) == 5
+    assert _exit_lines(log.read_text())[-1] == (
+        "job-1 | local mode: restart cancelled, local mode is stopping"
+    )
+
+
+def test_kill_9_of_make_run_leaves_no_service_running_not_even_a_restarted_one(
+    tmp_path: Path,
+) -> None:
+    _pattern(
+        tmp_path, worker=_service(tmp_path, "worker", restart="always", deploy={"replicas": 2})
+    )
+    run, log = _make_run(tmp_path)
+
+    def pids() -> list[int]:
+        return [int(line.split()[-1]) for line in log.read_text().splitlines() if "| up " in line]
+
+    try:
+        first, second = wait_until(lambda: len(pids()) == 2 and pids(), timeout=30, what="2 up")
+        os.kill(first, signal.SIGKILL)
+        # Started again by local mode's supervisor thread, not by its main thread.
+        restarted = wait_until(lambda: len(pids()) == 3 and pids()[2], timeout=10, what="restart")
+
+        os.killpg(run.pid, signal.SIGKILL)  # local mode only: the services have their own groups
+        run.wait(timeout=10)
+
+        wait_until(
+            lambda: not _alive(second) and not _alive(restarted), timeout=10, what="no leftovers"
+        )
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
