@@ -83,7 +83,7 @@ def uvicorn(app: str, port: int, env: dict[str, str] | None = None) -> subproces
     """A baseline app as one uvicorn worker, with the flags the patterns' services use."""
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log",
-         "--log-level", "warning"],
+         "--log-level", "warning", "--http", "shared.server:Protocol"],
         cwd=REPO_ROOT,
         env=env,
     )  # fmt: skip

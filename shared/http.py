@@ -1,27 +1,166 @@
-"""The HTTP client a service uses to call another: pooled, with timeouts, passing the request id."""
+"""The HTTP client a service uses to call another: pooled, bounded, under one deadline per call,
+passing the request id.
+
+    async with ServiceClient("the predictor", url, timeout_seconds=1.0) as predictor:
+        response = await predictor.call("POST", "/predict", body)
+
+What a caller gets instead of an answer, as the HTTPException its own client should see:
+504 when the upstream did not answer within the deadline, 503 with Retry-After when it is
+unreachable or when `max_in_flight` calls are already waiting on it (shed at once, rather than
+queued behind them into a slow 504).
+
+Why the calls are bounded here and not only by the pool: a request cancelled while it waits for
+a pooled connection is where connection pools leak (encode/httpcore#1093, fixed in httpx2); the
+semaphore keeps that wait out of the pool, so the pool is never asked for more connections than
+it has. `liveness()` says when the pool holds a slot that no call does (a leak): a client in that
+state can never send again, so /health fails and the orchestrator restarts the service.
+"""
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Any, Self
 
 import httpx2
+from fastapi import HTTPException
 
 from shared.logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER = {"Retry-After": "1"}
 
 
 async def _pass_request_id(request: httpx2.Request) -> None:
     request.headers["X-Request-ID"] = request_id_var.get()
 
 
-def service_client(
-    base_url: str, timeout_seconds: float, max_connections: int = 100
-) -> httpx2.AsyncClient:
-    """One client per upstream, created in the lifespan and closed there: connections are reused.
+class ServiceClient:
+    """One client per upstream, opened in the lifespan and closed there: connections are reused.
 
-    The timeout bounds each phase (connect, write, each read, pool wait); for one deadline on
-    the whole call, wrap it in asyncio.timeout.
+    `timeout_seconds` is one deadline on the whole call (waiting for a slot, connecting,
+    sending, every read): httpx2's own timeouts bound each phase separately, so a server that
+    trickles bytes could hold a call for many times the timeout.
     """
-    return httpx2.AsyncClient(
-        base_url=base_url,
-        timeout=httpx2.Timeout(timeout_seconds),
-        limits=httpx2.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
-        event_hooks={"request": [_pass_request_id]},
-    )
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        timeout_seconds: float,
+        max_connections: int = 100,
+        max_in_flight: int | None = None,
+        leak_grace_seconds: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url
+        self.timeout_seconds = timeout_seconds
+        self.max_connections = max_connections
+        # Calls past the pool's size wait for a connection, up to this many (then 503 at once).
+        self.max_in_flight = max_in_flight or 2 * max_connections
+        self.leak_grace_seconds = leak_grace_seconds
+        self.http = httpx2.AsyncClient(
+            base_url=base_url,
+            timeout=httpx2.Timeout(timeout_seconds),
+            limits=httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            event_hooks={"request": [_pass_request_id]},
+        )
+        self._connections = asyncio.Semaphore(max_connections)
+        self._in_flight = 0  # calls admitted: waiting for a connection or holding one
+        self._sending = 0  # calls holding a connection slot
+        self._leak_seen_at: float | None = None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.http.aclose()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx2.Response:
+        """The upstream's answer, whatever its status; the HTTPException to raise otherwise."""
+        if self._in_flight >= self.max_in_flight:
+            logger.warning("%s: %d calls in flight, shedding", self.name, self._in_flight)
+            raise HTTPException(
+                503, f"{self.name} is saturated ({self._in_flight} calls in flight)", RETRY_AFTER
+            )
+        if content is not None:
+            headers = {"content-type": "application/json", **(headers or {})}
+        self._in_flight += 1
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                async with self._connections:
+                    self._sending += 1
+                    try:
+                        return await self.http.request(
+                            method, path, content=content, headers=headers
+                        )
+                    finally:
+                        self._sending -= 1
+        except (TimeoutError, httpx2.TimeoutException):
+            logger.warning(
+                "%s gave no answer to %s %s within %g s",
+                self.name,
+                method,
+                path,
+                self.timeout_seconds,
+            )
+            raise HTTPException(
+                504, f"{self.name} did not answer within {self.timeout_seconds:g} s"
+            ) from None
+        except httpx2.TransportError as exc:
+            # Refused, reset, closed: the upstream is down or restarting. The pool drops the
+            # broken connection, so the first call after it is back succeeds by itself.
+            logger.warning("%s unreachable: %r", self.name, exc)
+            raise HTTPException(
+                503, f"{self.name} is unreachable ({type(exc).__name__})", RETRY_AFTER
+            ) from None
+        finally:
+            self._in_flight -= 1
+
+    def leaked_slots(self) -> int:
+        """Pool connections in use by no call: each one is a slot the pool will never give back."""
+        pool = self.http._transport._pool  # type: ignore[attr-defined]  # httpx2 exposes no other way
+        busy = sum(1 for c in pool.connections if not (c.is_idle() or c.is_closed()))
+        return max(0, busy - self._sending)
+
+    def liveness(self) -> str | None:
+        """None while the client can send; the reason once a leak outlived the grace period.
+
+        A call may hold a connection for a moment after it counts itself done, so a leak counts
+        only when it is still there `leak_grace_seconds` after it was first seen.
+        """
+        leaked = self.leaked_slots()
+        if not leaked:
+            self._leak_seen_at = None
+            return None
+        now = time.monotonic()
+        if self._leak_seen_at is None:
+            self._leak_seen_at = now
+        if now - self._leak_seen_at < self.leak_grace_seconds:
+            return None
+        return (
+            f"client of {self.name}: {leaked} of {self.max_connections} pooled connections held "
+            f"by no call for {now - self._leak_seen_at:.0f} s; restart to get them back"
+        )
+
+
+def detail(response: httpx2.Response) -> Any:
+    """The `detail` an upstream's error answer gave (FastAPI's shape), else its text's start."""
+    try:
+        return response.json()["detail"]
+    except (ValueError, KeyError, TypeError):
+        return response.text[:200]

@@ -52,35 +52,47 @@ LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
-# A caller's id is kept only if it is a sane token; anything else would poison logs and headers.
-# What a POST with a JSON body can get before its handler runs, for its OpenAPI `responses`:
-# the middleware's size limit, and (for bodies FastAPI parses) a body that is not text.
+# What a request with a body can get before its handler runs, for the OpenAPI `responses` of
+# every POST: the middleware's bounds on bodies.
 TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body larger than the service's limit (MAX_BODY_BYTES)"}
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"description": "Body is not text (FastAPI cannot decode it)"},
+    400: {"description": "Body is not UTF-8 (the message gives the byte)"},
+    408: {"description": "Body not received whole within BODY_TIMEOUT_SECONDS"},
     **TOO_LARGE,
+    415: {"description": "Content-Type is not application/json (UTF-8)"},
 }
+# A caller's id is kept only if it is a sane token; anything else would poison logs and headers.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 T = TypeVar("T")
 
-ReadinessCheck = Callable[[], Awaitable[str | None] | str | None]
+# A readiness or liveness check: None when fine, else the reason.
+Check = Callable[[], Awaitable[str | None] | str | None]
 
 
 class ServiceMiddleware:
-    """Request id in and out, a size limit on bodies, and one metric sample per request.
+    """Request id in and out, bounds on request bodies, and one metric sample per request.
+
+    A request with a body must declare it JSON (415), send it within `body_timeout_seconds`
+    (408) and keep it under `max_body_bytes` (413), encoded as UTF-8 (400): the middleware
+    reads it whole before the app sees it, so no handler waits on a slow or stalled client and
+    a client that goes away mid-body is logged as such (499), not as a server error.
 
     A plain ASGI middleware, kept lean on purpose: it runs on every request, and Starlette's
     BaseHTTPMiddleware alone would cost a task per request.
     """
 
-    def __init__(self, app: ASGIApp, service: str, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, service: str, max_body_bytes: int, body_timeout_seconds: float
+    ) -> None:
         self.app = app
         self.service = service
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_seconds = body_timeout_seconds
         self.too_large = f"request body larger than {max_body_bytes} bytes"
+        self.too_slow = f"request body not received within {body_timeout_seconds:g} s"
         # prometheus-client's labels() lookup costs microseconds; the children are few.
         self._samples: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
@@ -89,12 +101,17 @@ class ServiceMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        request_id = length = None
+        request_id = length = content_type = None
+        chunked = False
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"transfer-encoding":
+                chunked = True
         if request_id is None or not _REQUEST_ID.fullmatch(request_id):
             request_id = os.urandom(16).hex()
         token = request_id_var.set(request_id)
@@ -110,14 +127,17 @@ class ServiceMiddleware:
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await _answer(413, self.too_large, send_with_id)
-            elif length is None and scope["method"] in ("POST", "PUT", "PATCH"):
-                # No declared length (chunked): read up to the limit before the app sees it.
-                replay = await _read_limited(receive, self.max_body_bytes)
-                if replay is None:
-                    await _answer(413, self.too_large, send_with_id)
+                await _answer(413, self.too_large, send_with_id, close=True)
+            elif chunked or (length is not None and length != b"0"):
+                problem = _not_json(content_type)
+                if problem:
+                    await _answer(415, problem, send_with_id, close=True)
                 else:
-                    await self.app(scope, replay, send_with_id)
+                    body = await self._read_body(receive, send_with_id)
+                    if body is not None:
+                        await self.app(scope, _replay(body, receive), send_with_id)
+                    elif not response_started:
+                        status = 499  # nginx's "client closed request": nobody to answer
             else:
                 await self.app(scope, receive, send_with_id)
         except Exception:
@@ -139,6 +159,37 @@ class ServiceMiddleware:
                 )
             request_id_var.reset(token)
 
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body, or None once the client got its 4xx (or went away)."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_seconds):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        logger.info("client went away before sending the whole body")
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        await _answer(413, self.too_large, send, close=True)
+                        return None
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            await _answer(408, self.too_slow, send, close=True)
+            return None
+        body = b"".join(chunks)
+        try:
+            body.decode()
+        except UnicodeDecodeError as exc:
+            # JSON is UTF-8 (RFC 8259); said here once, with the position, for every service.
+            await _answer(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}", send)
+            return None
+        return body
+
     def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
         key = (method, route, status)
         sample = self._samples.get(key)
@@ -151,22 +202,23 @@ class ServiceMiddleware:
         sample[1].observe(seconds)
 
 
-async def _read_limited(receive: Receive, limit: int) -> Receive | None:
-    """The whole body if it fits in `limit` bytes (as a receive that replays it), else None."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away: let the app see it
-            first = message
-            break
-        size += len(message.get("body", b""))
-        if size > limit:
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            break
+def _not_json(content_type: bytes | None) -> str | None:
+    """Why a body of this content type is refused (every body a service here takes is JSON)."""
+    if content_type is None:
+        return "Content-Type must be application/json; the request has none"
+    media_type, _, parameters = content_type.decode("latin-1").partition(";")
+    media_type = media_type.strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        return f"Content-Type must be application/json, not {media_type or 'empty'}"
+    for parameter in parameters.split(";"):
+        name, _, value = parameter.partition("=")
+        if name.strip().lower() == "charset" and value.strip(' "').lower() not in ("utf-8", "utf8"):
+            return f"JSON bodies are UTF-8, not charset {value.strip()}"
+    return None
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that gives the app the body already read, then the client's own messages."""
     replayed = False
 
     async def replay() -> Message:
@@ -174,23 +226,17 @@ async def _read_limited(receive: Receive, limit: int) -> Receive | None:
         if replayed:
             return await receive()
         replayed = True
-        return first
+        return {"type": "http.request", "body": body, "more_body": False}
 
     return replay
 
 
-async def _answer(status: int, detail: str, send: Send) -> None:
+async def _answer(status: int, detail: str, send: Send, close: bool = False) -> None:
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(body)),
-            ],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    if close:  # the rest of the body is never read: the connection cannot be reused
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -211,6 +257,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # FastAPI's shape, minus the echoed "input" and "ctx" values, which can be huge or not JSON.
     errors = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in exc.errors()]
+    if isinstance(exc.__cause__, json.JSONDecodeError):
+        # FastAPI says only "JSON decode error"; say what and where, as pydantic's parser does.
+        cause = exc.__cause__
+        errors = [
+            {
+                "type": "json_invalid",
+                "loc": ["body"],
+                "msg": f"Invalid JSON: {cause.msg} at line {cause.lineno} column {cause.colno}",
+            }
+        ]
     return JSONResponse({"detail": errors}, status_code=422)
 
 
@@ -223,19 +279,45 @@ def create_service(
     """A FastAPI app with the parts of the API contract that do not depend on the pattern.
 
     Register readiness checks in app.state.readiness: name -> check returning None when fine,
-    or the reason the service is not ready.
+    or the reason the service is not ready. Liveness checks (app.state.liveness, same shape)
+    are for states only a restart fixes, such as a client that can no longer send; /health
+    fails while one reports.
     """
     configure_logging(name, settings.log_level)
     app = FastAPI(title=name, description=description, lifespan=lifespan)
     app.state.settings = settings
     app.state.readiness = {}
-    app.add_middleware(ServiceMiddleware, service=name, max_body_bytes=settings.max_body_bytes)
+    app.state.liveness = {}
+    app.add_middleware(
+        ServiceMiddleware,
+        service=name,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
+    )
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UnscorableRows, _unscorable)
 
-    @app.get("/health", tags=["operations"], summary="Liveness: the process answers")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def failing(checks: dict[str, Check]) -> dict[str, str]:
+        reasons = {}
+        for check_name, check in checks.items():
+            reason = check()
+            if not isinstance(reason, str | None):
+                reason = await reason
+            if reason:
+                reasons[check_name] = reason
+        return reasons
+
+    @app.get(
+        "/health",
+        tags=["operations"],
+        summary="Liveness: 200 while the process can serve; 503 when only a restart would help",
+        responses={503: {"description": "Unhealthy, with the reasons"}},
+    )
+    async def health() -> Response:
+        reasons = await failing(app.state.liveness)
+        if reasons:
+            return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
+        return JSONResponse({"status": "ok"})
 
     @app.get(
         "/ready",
@@ -244,13 +326,7 @@ def create_service(
         responses={503: {"description": "Not ready, with the reasons"}},
     )
     async def ready() -> Response:
-        reasons = {}
-        for check_name, check in app.state.readiness.items():
-            reason = check()
-            if not isinstance(reason, str | None):
-                reason = await reason
-            if reason:
-                reasons[check_name] = reason
+        reasons = await failing(app.state.readiness)
         if reasons:
             return JSONResponse(
                 {"status": "not ready", "reasons": reasons},

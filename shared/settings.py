@@ -11,6 +11,11 @@ class ServiceSettings(BaseSettings):
     max_body_bytes: int = Field(
         1_000_000, gt=0, description="Larger request bodies are refused with 413"
     )
+    body_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A request body not received whole within this time is refused with 408",
+    )
 
 
 class ModelServiceSettings(ServiceSettings):

@@ -1,6 +1,7 @@
 """Helpers for the patterns' end-to-end tests: start a pattern, wait with a deadline."""
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,6 +46,28 @@ def ready_client(app: "FastAPI") -> Iterator["TestClient"]:
     with TestClient(app) as client:
         wait_until(lambda: client.get("/ready").status_code == 200, what=f"{app.title} ready")
         yield client
+
+
+@contextmanager
+def served(app: "FastAPI", **config: object) -> Iterator[str]:
+    """`app` behind a real uvicorn server on a free loopback port, in a thread: its base URL.
+
+    For what an in-process client cannot do: sockets that stall, trickle or hang up.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, **config)  # type: ignore[arg-type]
+    )
+    thread = threading.Thread(target=server.run, name="served", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: server.started, timeout=30, what=f"{app.title} listening")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 # The PostgreSQL server tests make their databases on: DATABASE_URL's, else the usual local one.

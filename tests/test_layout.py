@@ -195,6 +195,15 @@ def test_compose_file_references_what_exists(compose: Path) -> None:
             assert "healthcheck" in service, f"{name}: long-running services have a healthcheck"
 
 
+@pytest.mark.parametrize("path", DOCKERFILES + COMPOSE_FILES, ids=_id)
+def test_every_uvicorn_server_bounds_request_heads(path: Path) -> None:
+    # uvicorn alone waits for a request's headers forever (shared/server.py says why).
+    commands = [line for line in path.read_text().splitlines() if '["uvicorn"' in line]
+
+    for command in commands:
+        assert '"--http", "shared.server:Protocol"' in command, command
+
+
 @pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
 def test_readme_cites_only_tests_that_exist(entry) -> None:  # type: ignore[no-untyped-def]
     readme = (entry.path / "README.md").read_text()

@@ -1,7 +1,11 @@
 """The parts every service shares (shared/service.py), on a minimal app."""
 
+import socket
+import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -9,11 +13,12 @@ from fastapi.testclient import TestClient
 from shared.logs import RequestIdFilter
 from shared.service import create_service
 from shared.settings import ServiceSettings
+from shared.testing import served, wait_until
 
 
 @pytest.fixture
 def app() -> FastAPI:
-    app = create_service("probe", ServiceSettings(max_body_bytes=100))
+    app = create_service("probe", ServiceSettings(max_body_bytes=100, body_timeout_seconds=0.5))
 
     @app.post("/echo")
     async def echo(payload: dict[str, str]) -> dict[str, str]:
@@ -90,3 +95,140 @@ def test_an_unhandled_error_is_a_500_that_carries_the_request_id_as_does_its_log
     assert "RuntimeError: a bug" in caplog.text
     assert logged.getMessage() == "unhandled error in GET /bug"
     assert logged.request_id == "trace-me-123"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "problem"),
+    [
+        ("text/plain", "Content-Type must be application/json, not text/plain"),
+        (None, "Content-Type must be application/json; the request has none"),
+        ("application/json; charset=latin-1", "JSON bodies are UTF-8, not charset latin-1"),
+    ],
+)
+def test_a_body_that_is_not_declared_json_gets_415(
+    client: TestClient, content_type: str | None, problem: str
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+
+    response = client.post("/echo", content=b'{"a": "b"}', headers=headers)
+
+    assert response.status_code == 415
+    assert response.json() == {"detail": problem}
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/merge-patch+json"])
+def test_json_media_types_pass(client: TestClient, content_type: str) -> None:
+    response = client.post("/echo", content=b'{"a": "b"}', headers={"content-type": content_type})
+
+    assert response.status_code == 200
+
+
+def test_malformed_json_gets_422_naming_the_problem_and_its_position(client: TestClient) -> None:
+    response = client.post(
+        "/echo", content=b'{"a": "b",}', headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    [error] = response.json()["detail"]
+    assert error["type"] == "json_invalid"
+    assert error["msg"] == (
+        "Invalid JSON: Expecting property name enclosed in double quotes at line 1 column 11"
+    )
+
+
+def test_a_body_that_is_not_utf8_gets_400_naming_the_byte(client: TestClient) -> None:
+    response = client.post(
+        "/echo", content=b'{"a": "\xff"}', headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {"detail": "body is not UTF-8: invalid start byte at byte 7"}
+
+
+# What an in-process client cannot send: bodies that stall, trickle or stop halfway.
+
+
+@pytest.fixture
+def address(app: FastAPI) -> Iterator[tuple[str, int]]:
+    with served(app) as url:
+        parts = urlsplit(url)
+        assert parts.hostname and parts.port
+        yield parts.hostname, parts.port
+
+
+def _half_sent(address: tuple[str, int], declared: int = 50) -> socket.socket:
+    sock = socket.create_connection(address, timeout=10)
+    sock.sendall(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: %d\r\n\r\n{"a": ' % declared
+    )
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+def test_a_stalled_body_gets_408_and_the_connection_is_closed(address: tuple[str, int]) -> None:
+    started = time.monotonic()
+    with _half_sent(address) as sock:
+        answer = _answer(sock)  # returns only once the server closed the connection
+
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert b"request body not received within 0.5 s" in answer
+    assert time.monotonic() - started < 5  # the body timeout, not the client's patience
+
+
+def test_a_trickled_body_is_cut_at_the_body_timeout(address: tuple[str, int]) -> None:
+    started = time.monotonic()
+    with _half_sent(address, declared=90) as sock:
+        sock.settimeout(0.1)
+        answer = b""
+        # One byte every 50 ms: each read would be quick, the whole body takes 4 s.
+        while not answer and time.monotonic() - started < 5:
+            try:
+                sock.sendall(b" ")
+                answer = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - started < 3
+
+
+def test_many_half_sent_requests_are_all_answered_and_closed(address: tuple[str, int]) -> None:
+    socks = [_half_sent(address) for _ in range(200)]
+    try:
+        answers = [_answer(sock) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+    assert all(answer.startswith(b"HTTP/1.1 408 ") for answer in answers)
+
+
+def _count(metrics: str, status: int) -> float:
+    label = f'method="POST",route="unmatched",service="probe",status="{status}"}} '
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if label in line)
+
+
+def test_a_client_that_leaves_mid_body_is_not_a_server_error(
+    address: tuple[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"http://{address[0]}:{address[1]}/metrics"
+    before = httpx2.get(url).text  # the registry is the process's: other tests count too
+
+    _half_sent(address).close()
+
+    after = wait_until(
+        lambda: _count(text := httpx2.get(url).text, 499) > _count(before, 499) and text,
+        what="the disconnect counted",
+    )
+    assert _count(after, 500) == _count(before, 500)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

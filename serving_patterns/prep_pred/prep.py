@@ -8,11 +8,10 @@ prediction back. When pred is down, slow or refuses, prep itself stays up and sa
     uvicorn serving_patterns.prep_pred.prep:create_app --factory --port 8040
 """
 
-import logging
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx2
 from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -20,14 +19,9 @@ from pydantic import ValidationError
 from serving_patterns.prep_pred.preprocessing import Preprocessor
 from serving_patterns.prep_pred.schemas import IMAGE_SIDE, ImagesRequest, PrepResponse
 from serving_patterns.prep_pred.settings import PrepSettings
-from shared.http import service_client
+from shared.http import RETRY_AFTER, ServiceClient, detail
 from shared.schemas import Metadata, PredictResponse
 from shared.service import BODY_ERRORS, Slot, create_service
-
-logger = logging.getLogger(__name__)
-
-# Retry-After on every 503: the client may try again; nothing here needs a person to act.
-RETRY = {"Retry-After": "1"}
 
 
 def create_app(settings: PrepSettings | None = None) -> FastAPI:
@@ -42,9 +36,16 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             preprocessing.loading(),
-            service_client(settings.pred_url, settings.pred_timeout_seconds) as pred,
+            ServiceClient(
+                "the prediction service",
+                settings.pred_url,
+                settings.pred_timeout_seconds,
+                settings.pred_max_connections,
+                settings.pred_max_in_flight,
+            ) as pred,
         ):
             app.state.pred = pred
+            app.state.liveness["pred client"] = pred.liveness
             yield
 
     app = create_service("prep", settings, lifespan, description=__doc__ or "")
@@ -98,40 +99,22 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
         return PrepResponse(**answer.model_dump(), preprocess_version=preprocessor.version)
 
     async def call_pred(
-        pred: httpx2.AsyncClient, rows: list[list[float]], version: str
+        pred: ServiceClient, rows: list[list[float]], version: str
     ) -> PredictResponse:
         """pred's prediction, or the HTTPException that tells the client what went wrong there."""
-        try:
-            body = {"data": rows, "preprocess_version": version}
-            response = await pred.post("/predict", json=body)
-        except httpx2.TimeoutException:
-            raise HTTPException(
-                504, f"prediction service did not answer within {settings.pred_timeout_seconds}s"
-            ) from None
-        except httpx2.TransportError as exc:
-            # Refused, reset, closed: pred is down or restarting. The pool drops the broken
-            # connection, so the first request after pred is back succeeds with no manual step.
-            logger.warning("prediction service unreachable: %r", exc)
-            raise HTTPException(
-                503, f"prediction service unavailable ({type(exc).__name__})", RETRY
-            ) from None
+        body = json.dumps({"data": rows, "preprocess_version": version}).encode()
+        # 504 when pred is too slow, 503 when it is down or too many calls already wait on it.
+        response = await pred.call("POST", "/predict", body)
         if response.status_code == 200:
             try:
                 return PredictResponse.model_validate_json(response.content)
             except ValidationError:
                 raise HTTPException(502, "prediction service answered an unreadable body") from None
-        detail = _detail(response)
+        problem = detail(response)
         if response.status_code in (409, 503):
             # 409: prep and pred carry different versions (mid-rollout, or a bad deploy).
             # 503: pred is up but its model is not loaded yet. Both pass once pred catches up.
-            raise HTTPException(503, f"prediction service refused: {detail}", RETRY)
-        raise HTTPException(502, f"prediction service answered {response.status_code}: {detail}")
+            raise HTTPException(503, f"prediction service refused: {problem}", RETRY_AFTER)
+        raise HTTPException(502, f"prediction service answered {response.status_code}: {problem}")
 
     return app
-
-
-def _detail(response: httpx2.Response) -> str:
-    try:
-        return str(response.json()["detail"])
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200]

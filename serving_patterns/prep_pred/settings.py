@@ -17,7 +17,16 @@ class PrepSettings(ServiceSettings):
     )
     pred_url: str = Field("http://127.0.0.1:8041", description="Base URL of the prediction service")
     pred_timeout_seconds: float = Field(
-        2.0, gt=0, description="Longest wait for pred (per connect, write or read); then 504"
+        2.0,
+        gt=0,
+        description="Deadline on the whole call to pred (connect, send, wait, read): then 504",
+    )
+    pred_max_connections: int = Field(100, gt=0, description="Size of the connection pool to pred")
+    pred_max_in_flight: int = Field(
+        200,
+        gt=0,
+        description="Most calls to pred at once, waiting for a connection or holding one; "
+        "past it a request gets 503 at once",
     )
     max_rows: int = Field(100, gt=0, description="Most images one /predict request may carry")
 

@@ -23,6 +23,12 @@ class WebappSettings(ServiceSettings):
     max_connections: int = Field(
         100, gt=0, description="Size of the connection pool to the predictor"
     )
+    max_in_flight: int = Field(
+        200,
+        gt=0,
+        description="Most predictor calls at once, waiting for a connection or holding one; "
+        "past it a request gets 503 at once",
+    )
     max_rows: int = Field(
         100, gt=0, description="Most rows one request may carry; checked before the predictor call"
     )

@@ -9,7 +9,6 @@ is down gives a 503 at once.
     uvicorn serving_patterns.synchronous.webapp:create_app --factory --port 8010
 """
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,8 @@ from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from serving_patterns.synchronous.settings import WebappSettings
-from shared.http import service_client
+from shared.http import ServiceClient
+from shared.http import detail as upstream_detail
 from shared.logs import request_id_var
 from shared.schemas import Metadata, Prediction, PredictRequest, PredictResponse, check_rows
 from shared.service import BODY_ERRORS, create_service
@@ -92,30 +92,6 @@ def follow_up(prediction: Prediction, min_confidence: float) -> FollowUp:
     return known
 
 
-async def call_predictor(
-    client: httpx2.AsyncClient, deadline: float, method: str, path: str, body: bytes | None = None
-) -> httpx2.Response:
-    """One predictor call under one deadline; a timeout becomes 504, no connection 503.
-
-    httpx2's own timeout bounds each phase (connect, write, every read) separately, so a server
-    that trickles bytes could hold the call for many times T; asyncio.timeout bounds the sum.
-    """
-    headers = {"content-type": "application/json"} if body is not None else None
-    try:
-        async with asyncio.timeout(deadline):
-            return await client.request(method, path, content=body, headers=headers)
-    except (TimeoutError, httpx2.TimeoutException):
-        logger.warning("predictor gave no answer to %s %s within %g s", method, path, deadline)
-        raise HTTPException(504, f"the predictor did not answer within {deadline:g} s") from None
-    except httpx2.TransportError as exc:
-        logger.warning("predictor unreachable: %r", exc)
-        raise HTTPException(
-            503,
-            f"the predictor is unreachable ({type(exc).__name__})",
-            headers={"Retry-After": "1"},
-        ) from None
-
-
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
@@ -127,7 +103,7 @@ def read_answer(response: httpx2.Response, model: type[Answer]) -> Answer:
             return model.model_validate_json(response.content)
         except ValidationError:
             raise HTTPException(502, "the predictor's answer does not fit the contract") from None
-    detail = _detail(response)
+    detail = upstream_detail(response)
     if status in (413, 422):
         # The input does not fit the model (wrong width, too many rows): the caller's to fix.
         raise HTTPException(status, detail)
@@ -138,13 +114,6 @@ def read_answer(response: httpx2.Response, model: type[Answer]) -> Answer:
     raise HTTPException(502, f"the predictor answered {status}: {detail}")
 
 
-def _detail(response: httpx2.Response) -> Any:
-    try:
-        return response.json()["detail"]
-    except (ValueError, KeyError, TypeError):
-        return response.text[:200]
-
-
 def create_app(settings: WebappSettings | None = None) -> FastAPI:
     settings = settings or WebappSettings()
     deadline = settings.timeout_seconds
@@ -153,34 +122,38 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One pooled client for the app's life: connections to the predictor are reused, and
         # every call carries the request id of the request being served.
-        async with service_client(
-            str(settings.predictor_url), deadline, settings.max_connections
-        ) as client:
-            app.state.predictor = client
+        async with ServiceClient(
+            "the predictor",
+            str(settings.predictor_url),
+            deadline,
+            settings.max_connections,
+            settings.max_in_flight,
+        ) as predictor:
+            app.state.predictor = predictor
+            app.state.liveness["predictor client"] = predictor.liveness
             yield
 
     app = create_service("synchronous-webapp", settings, lifespan, description=__doc__ or "")
 
     async def predictor_ready() -> str | None:
         try:
-            async with asyncio.timeout(deadline):
-                response = await app.state.predictor.get("/ready")
-        except (TimeoutError, httpx2.HTTPError) as exc:
-            return f"predictor at {settings.predictor_url} unreachable: {type(exc).__name__}"
+            response = await app.state.predictor.call("GET", "/ready")
+        except HTTPException as exc:
+            return f"{settings.predictor_url}: {exc.detail}"
         return None if response.status_code == 200 else f"predictor not ready: {response.text}"
 
     app.state.readiness["predictor"] = predictor_ready
 
     upstream_errors: dict[int | str, dict[str, Any]] = {
         502: {"description": "The predictor gave an answer the web app cannot use"},
-        503: {"description": "The predictor is unreachable or not ready; retry later"},
+        503: {"description": "The predictor is unreachable, saturated or not ready; retry later"},
         504: {"description": "The predictor did not answer within the timeout"},
     }
 
     @app.get("/metadata", tags=["model"], responses=upstream_errors)
     async def metadata(request: Request) -> Metadata:
         """The predictor's model: name, version, input schema and a sample input."""
-        response = await call_predictor(request.app.state.predictor, deadline, "GET", "/metadata")
+        response = await request.app.state.predictor.call("GET", "/metadata")
         return read_answer(response, Metadata)
 
     @app.post(
@@ -197,9 +170,8 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
         # Bounded here, at the edge: re-serialised, a body near the size limit could grow past
         # the predictor's, and the caller would get a 413 about a size it did not send.
         check_rows(body.data, None, settings.max_rows)
-        client = request.app.state.predictor
         payload = body.model_dump_json().encode()
-        response = await call_predictor(client, deadline, "POST", "/predict", payload)
+        response = await request.app.state.predictor.call("POST", "/predict", payload)
         answer = read_answer(response, PredictResponse)
         return WebappResponse(
             predictions=answer.predictions,

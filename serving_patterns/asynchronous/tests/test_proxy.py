@@ -150,7 +150,7 @@ def test_metadata_comes_from_the_model_card(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "status", "problem"),
-    [(b'{"data": [[5.1,', 422, "json_invalid"), (b"\xff\xfe\x00", 400, "parsing the body")],
+    [(b'{"data": [[5.1,', 422, "json_invalid"), (b"\xff\xfe\x00", 400, "not UTF-8")],
 )
 def test_submit_rejects_a_body_that_is_not_json(
     client: TestClient, raw: bytes, status: int, problem: str

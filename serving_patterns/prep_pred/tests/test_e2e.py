@@ -116,7 +116,7 @@ def test_prep_stays_healthy_while_pred_is_down_and_recovers_by_itself() -> None:
     assert health.status_code == 200
     assert down.status_code == 503
     assert down.headers["retry-after"] == "1"
-    assert down.json()["detail"].startswith("prediction service unavailable")
+    assert down.json()["detail"].startswith("the prediction service is unreachable")
     assert [p["label"] for p in recovered.json()["predictions"]] == ["0", "1"]
 
 

@@ -1,10 +1,12 @@
 """In-process tests of the web app: the branch on the prediction, error mapping, the deadline.
 
 The follow-up choice and the mapping of the predictor's answers are pure logic, tested directly.
-Two behaviours need a predictor that misbehaves on the wire (trickling bytes) or counts its
-connections, which the real predictor cannot do: a small stdlib HTTP server stands in for it.
+Some behaviours need a predictor that misbehaves on the wire (trickling bytes, stalling a burst)
+or counts its connections, which the real predictor cannot do: a small stdlib HTTP server
+stands in for it.
 """
 
+import asyncio
 import socket
 import threading
 import time
@@ -20,6 +22,7 @@ from fastapi.testclient import TestClient
 from serving_patterns.synchronous.settings import WebappSettings
 from serving_patterns.synchronous.webapp import FOLLOW_UPS, create_app, follow_up, read_answer
 from shared.schemas import Prediction, PredictResponse
+from shared.testing import served
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 ANSWER = {
@@ -129,6 +132,7 @@ class StandIn:
 
     url: str = ""
     trickle: bool = False
+    delay_seconds: float = 0.0
     connections: int = 0
 
 
@@ -146,6 +150,7 @@ def stand_in() -> Iterator[StandIn]:
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
+            time.sleep(state.delay_seconds)
             if state.trickle:
                 # A header line every 0.2 s: each read is fast, the whole answer takes 5 s.
                 self.send_response(200)
@@ -165,7 +170,10 @@ def stand_in() -> Iterator[StandIn]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 1024  # the stdlib's 5 would drop the connections of a burst
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -198,3 +206,53 @@ def test_predictor_connections_are_reused_across_requests(stand_in: StandIn) -> 
 
     assert statuses == {200}
     assert stand_in.connections == 1  # one pooled connection, not one per request
+
+
+def test_after_a_burst_cut_by_the_deadline_the_web_app_serves_again(stand_in: StandIn) -> None:
+    # The burst that once wedged the web app for good: every later call got 504 while the
+    # predictor answered in 2 ms (httpcore leaked a pool slot per call cancelled in the pool).
+    stand_in.delay_seconds = 2.0
+    settings = WebappSettings(predictor_url=stand_in.url, timeout_seconds=0.5)
+
+    async def burst(url: str, n: int) -> list[int]:
+        limits = httpx2.Limits(max_connections=n)
+        async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            calls = [client.post("/predict", json={"data": [SETOSA]}) for _ in range(n)]
+            return [r.status_code for r in await asyncio.gather(*calls)]
+
+    with served(create_app(settings)) as url:
+        during = asyncio.run(burst(url, 1000))
+        stand_in.delay_seconds = 0.0
+        after = asyncio.run(burst(url, 20))
+        health = httpx2.get(f"{url}/health")
+
+    assert set(during) <= {503, 504} and 504 in during  # shed, or cut at the deadline
+    assert after == [200] * 20
+    assert health.status_code == 200
+
+
+def test_health_fails_while_the_predictor_client_holds_leaked_connections(
+    stand_in: StandIn,
+) -> None:
+    class Orphan:  # a slot httpcore 1.0.9 could leave: not idle, not closed, nobody's
+        def is_idle(self) -> bool:
+            return False
+
+        def is_closed(self) -> bool:
+            return False
+
+        async def aclose(self) -> None:
+            pass
+
+    with webapp(stand_in.url) as client:
+        predictor = client.app.state.predictor  # type: ignore[attr-defined]
+        predictor.leak_grace_seconds = 0
+        healthy = client.get("/health")
+        predictor.http._transport._pool._connections.append(Orphan())
+        unhealthy = client.get("/health")
+
+    assert healthy.status_code == 200
+    assert unhealthy.status_code == 503
+    assert unhealthy.json()["reasons"]["predictor client"].startswith(
+        "client of the predictor: 1 of 100 pooled connections held by no call"
+    )
