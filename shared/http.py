@@ -95,7 +95,7 @@ class ServiceClient:
         if self._in_flight >= self.max_in_flight:
             logger.warning("%s: %d calls in flight, shedding", self.name, self._in_flight)
             raise HTTPException(
-                503, f"{self.name} is saturated ({self._in_flight} calls in flight)", RETRY_AFTER
+                503, f"{self.name} is saturated (calls in flight: {self._in_flight})", RETRY_AFTER
             )
         if content is not None:
             headers = {"content-type": "application/json", **(headers or {})}

@@ -70,6 +70,19 @@ def served(app: "FastAPI", **config: object) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def requests_counted(metrics: str, **labels: str) -> float:
+    """How many requests a /metrics text counts with these labels (http_requests_total)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "http_requests_total"
+        and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
+
+
 # The PostgreSQL server tests make their databases on: DATABASE_URL's, else the usual local one.
 POSTGRES_SERVER = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
 

@@ -79,7 +79,7 @@ async def test_calls_past_max_in_flight_are_shed_at_once_with_retry_after() -> N
 
     assert shed.value.status_code == 503
     assert shed.value.headers == {"Retry-After": "1"}
-    assert shed.value.detail == "up is saturated (4 calls in flight)"
+    assert shed.value.detail == "up is saturated (calls in flight: 4)"
     assert shed_after < 0.5  # at once, not after the calls ahead of it (1 s or more)
     assert answered == [200] * 4  # the admitted ones wait for a connection and are served
 

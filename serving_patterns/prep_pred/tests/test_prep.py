@@ -1,6 +1,7 @@
 """In-process tests of the preprocess service: raw images in, clear errors when pred fails."""
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -59,6 +60,29 @@ def test_prep_answers_504_when_pred_does_not_answer_in_time(digits_dir: Path) ->
     assert response.status_code == 504
     assert response.json()["detail"] == "the prediction service did not answer within 0.2 s"
     assert elapsed < 1.5  # about the deadline, far below pred's silence (forever)
+
+
+def test_prep_sheds_with_503_at_once_past_its_calls_in_flight_to_pred(digits_dir: Path) -> None:
+    # pred accepts and never answers; one call in flight is prep's limit here.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with prep_client(digits_dir, url, pred_timeout_seconds=3, pred_max_in_flight=1) as client:
+            waiting = threading.Thread(
+                target=client.post, args=("/predict",), kwargs={"json": {"data": [SAMPLE_IMAGE]}}
+            )
+            waiting.start()
+            wait_until(lambda: client.app.state.pred._in_flight == 1, what="a call in flight")  # type: ignore[attr-defined]
+            started = time.monotonic()
+            shed = client.post("/predict", json={"data": [SAMPLE_IMAGE]})
+            elapsed = time.monotonic() - started
+            waiting.join(timeout=10)
+
+    assert shed.status_code == 503
+    assert shed.headers["retry-after"] == "1"
+    assert shed.json()["detail"] == "the prediction service is saturated (calls in flight: 1)"
+    assert elapsed < 1  # at once, not after pred's 3 s deadline
 
 
 def test_prep_is_not_ready_without_its_preprocessing(tmp_path: Path) -> None:

@@ -1,15 +1,17 @@
 """In-process tests of the web single service: the API contract and bad input."""
 
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
 from serving_patterns.web_single.app import create_app
 from serving_patterns.web_single.settings import Settings
-from shared.testing import ready_client, wait_until
+from shared.testing import ready_client, requests_counted, served, wait_until
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -171,3 +173,28 @@ def test_not_ready_until_the_model_appears_then_serves_without_restart(tmp_path:
     assert early.status_code == 503
     assert early.headers["retry-after"] == "1"
     assert late.status_code == 200
+
+
+def _count(metrics: str, status: int) -> float:
+    # Answered before routing, as every refused body is: route "unmatched".
+    return requests_counted(metrics, service="web-single", route="unmatched", status=str(status))
+
+
+def test_a_client_that_leaves_mid_body_is_not_a_server_error() -> None:
+    with served(create_app(Settings(model_dir=str(MODEL_DIR)))) as url:
+        before = httpx2.get(f"{url}/metrics").text  # the process's registry: other tests count
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 40\r\n\r\n{"data": [[5.1, '
+            )
+        after = wait_until(
+            lambda: (
+                _count(text := httpx2.get(f"{url}/metrics").text, 499) > _count(before, 499)
+                and text
+            ),
+            what="the disconnect counted as 499",
+        )
+
+    assert _count(after, 500) == _count(before, 500)
