@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from shared.catalogue import REPO_ROOT
-from shared.loadtest import entry_url
+from shared.loadtest import SLO, entry_url, slo_breaches
 from shared.testing import pattern_running
 from tests.conftest import implemented
 
@@ -98,3 +98,15 @@ def test_a_slow_start_does_not_cut_the_run_short(tmp_path: Path) -> None:
     assert sent is not None, result.stderr[-2000:]  # the SLO verdict was reported
     assert int(sent[1]) >= 5  # 2 s at one request per 0.1 s, not cut short
     assert seconds >= 3 + 2  # the start, then the whole run
+
+
+def test_an_entry_with_a_bound_of_its_own_is_judged_by_it_and_not_by_the_common_one() -> None:
+    slo = SLO(p99_ms=100, max_error_rate=0.001, min_rps=10, p99_ms_of={"job done": 300})
+
+    assert slo_breaches(slo, 90, 0, 50, {"job done": 250}) == []
+    assert slo_breaches(slo, 90, 0, 50, {"job done": 350}) == ["job done p99 350 ms > 300 ms"]
+    assert slo_breaches(slo, 120, 0.01, 5, {"job done": 10}) == [
+        "p99 120 ms > 100 ms",
+        "error rate 1.00% > 0.10%",
+        "throughput 5 req/s < 10 req/s",
+    ]

@@ -4,22 +4,25 @@
     make load PATTERN=async          # in another: 32 users for 30 s, report in reports/
 
 Each user submits a job, then polls GET /jobs/{id} every 50 ms until it is done, and submits
-the next: the response times are those of the submits and polls; the time from submit to
-result is reported as the "job done" entry (a Locust event, not an HTTP request).
+the next, five jobs a second at most (32 users: a target of 160 jobs/s): the SLO is about latency
+at a target rate, not about how deep a queue flat-out users can build in front of a saturated
+CPU. The response times are those of the submits and polls; the time from submit to result is
+the "job done" entry (a Locust event, not an HTTP request), with a bound of its own: it includes
+up to one polling interval, so it is no request's latency.
 """
 
 import time
 
-from locust import FastHttpUser, between, task
+from locust import FastHttpUser, constant_throughput, task
 
 from shared.loadtest import SLO, enforce_slo, iris_row
 
 # Measured on 2 cores with the load generator on the same machine; see the README.
-enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=200))
+enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=200, p99_ms_of={"job done": 300}))
 
 
 class Submitter(FastHttpUser):
-    wait_time = between(0.0, 0.01)
+    wait_time = constant_throughput(5)
 
     @task
     def submit_and_wait(self) -> None:
