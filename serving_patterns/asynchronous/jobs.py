@@ -28,8 +28,11 @@ def job_key(job_id: str) -> str:
 
 
 # KEYS: queue, job. ARGV: max queue length, TTL, message, request id, submitted_at.
-# Returns the queue length, or -1 when the queue is full (nothing written then).
+# Returns the queue length, or -1 when the queue is full (nothing written then). Idempotent: a
+# job whose record exists was submitted already (the proxy retries a submit whose connection
+# broke, perhaps after Redis ran it), so it is neither queued nor reset a second time.
 SUBMIT = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return redis.call('LLEN', KEYS[1]) end
 if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('HSET', KEYS[2], 'status', 'pending', 'request_id', ARGV[4],
            'submitted_at', ARGV[5], 'attempts', 0)

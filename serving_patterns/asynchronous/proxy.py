@@ -20,10 +20,10 @@ from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
-from redis.asyncio import Redis
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, RedisError
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.settings import ProxySettings
@@ -117,15 +117,22 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     settings = settings or ProxySettings()
     model_json = Path(settings.model_dir) / "model.json"
     cards = Slot("model card", model_json, lambda: ModelCard.read(model_json))
-    # Few, quick retries: a submit must not hang while Redis is away; the client gets 503 and
-    # submits again. (A retried submit can queue one job twice; the job record makes the second
-    # run change nothing, see jobs.FINISH.)
-    redis = Redis.from_url(
+    # Requests wait for a pooled connection (up to the timeout) rather than fail while all are
+    # busy; the in-flight limit below is where waiting stops and shedding starts.
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_seconds,
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
-        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), retries=2),
+        # One immediate retry on a broken connection: after a Redis restart the pooled
+        # connections are stale, and the retry takes a new one. Not on a timeout (Redis is slow:
+        # waiting again doubles the wait). Safe for a submit that Redis ran before the
+        # connection broke: jobs.SUBMIT does nothing for a job id it has seen.
+        retry=Retry(NoBackoff(), retries=1, supported_errors=(ConnectionError,)),
     )
+    redis = Redis.from_pool(pool)
+    in_flight = 0
     submit_script = redis.register_script(jobs.SUBMIT)
 
     @asynccontextmanager
@@ -149,9 +156,26 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     def card() -> ModelCard:
         return cards.require()
 
-    def redis_down(exc: RedisError) -> HTTPException:
-        logger.warning("redis unavailable: %s", exc)
-        return HTTPException(503, f"job store unavailable: {exc}", headers={"Retry-After": "1"})
+    @asynccontextmanager
+    async def redis_call() -> AsyncIterator[None]:
+        """Around each request's Redis calls: shed past the in-flight limit, 503 on failure."""
+        nonlocal in_flight
+        if in_flight >= settings.redis_max_in_flight:
+            raise HTTPException(
+                503,
+                f"busy: {in_flight} Redis calls in flight, try again later",
+                headers={"Retry-After": "1"},
+            )
+        in_flight += 1
+        try:
+            yield
+        except RedisError as exc:
+            logger.warning("redis unavailable: %s", exc)
+            raise HTTPException(
+                503, f"job store unavailable: {exc}", headers={"Retry-After": "1"}
+            ) from None
+        finally:
+            in_flight -= 1
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:
@@ -166,7 +190,10 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         responses={
             **BODY_ERRORS,
             422: {"description": "Input does not fit the model, or is not JSON"},
-            503: {"description": "Queue full, Redis unavailable or model card not loaded"},
+            503: {
+                "description": "Queue full, Redis unavailable or busy (too many calls in "
+                "flight), or model card not loaded"
+            },
         },
     )
     async def predict(body: PredictRequest) -> Response:
@@ -174,7 +201,7 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         check_rows(body.data, card().feature_names, settings.max_rows)
         job_id, request_id = jobs.new_job_id(), request_id_var.get()
         message = jobs.task_message(settings.queue, job_id, body.data, request_id)
-        try:
+        async with redis_call():
             queued = await submit_script(
                 keys=[settings.queue, jobs.job_key(job_id)],
                 args=[
@@ -185,8 +212,6 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
                     time.time(),
                 ],
             )
-        except RedisError as exc:
-            raise redis_down(exc) from None
         if queued < 0:
             raise HTTPException(
                 503,
@@ -204,10 +229,8 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         responses={404: {"description": "No such job (never submitted, or expired)"}},
     )
     async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> JobStatus:
-        try:
+        async with redis_call():
             record = await redis.hgetall(jobs.job_key(job_id))
-        except RedisError as exc:
-            raise redis_down(exc) from None
         if not record:
             raise HTTPException(404, f"no job {job_id}: never submitted, or expired")
         fields = {k.decode(): v.decode() for k, v in record.items()}
@@ -224,10 +247,8 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     async def dead_letters(
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[DeadLetter]:
-        try:
+        async with redis_call():
             raw = await redis.lrange(jobs.DEAD_LETTERS, -limit, -1)
-        except RedisError as exc:
-            raise redis_down(exc) from None
         return [DeadLetter.model_validate_json(item) for item in reversed(raw)]
 
     return app

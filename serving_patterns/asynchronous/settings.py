@@ -23,7 +23,17 @@ class ProxySettings(ModelServiceSettings):
     )
     job_ttl_seconds: int = Field(86_400, gt=0, description="How long a job record is kept")
     redis_timeout_seconds: float = Field(
-        2.0, gt=0, description="Longest wait for Redis before a submit answers 503"
+        2.0,
+        gt=0,
+        description="Longest wait for a pooled Redis connection, and then for Redis's answer, "
+        "before a request answers 503",
+    )
+    redis_max_connections: int = Field(50, gt=0, description="Size of the Redis connection pool")
+    redis_max_in_flight: int = Field(
+        1000,
+        gt=0,
+        description="Most requests at once waiting for a pooled Redis connection or holding one; "
+        "past it a request gets 503 with Retry-After at once",
     )
 
 

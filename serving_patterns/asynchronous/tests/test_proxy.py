@@ -1,11 +1,13 @@
 """In-process tests of the proxy with a private redis-server: submit, poll, bad input, outages."""
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import httpx2
 import pytest
 import redis
 from fastapi.testclient import TestClient
@@ -14,7 +16,7 @@ from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.proxy import create_app
 from serving_patterns.asynchronous.settings import ProxySettings
 from shared.localmode import RedisServer
-from shared.testing import ready_client
+from shared.testing import ready_client, served, wait_until
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 SETOSA = [5.1, 3.5, 1.4, 0.2]
@@ -159,3 +161,81 @@ def test_submit_rejects_a_body_that_is_not_json(
 
     assert response.status_code == status
     assert problem in response.text
+
+
+def _burst(url: str, n: int) -> list[httpx2.Response]:
+    async def burst() -> list[httpx2.Response]:
+        limits = httpx2.Limits(max_connections=n)
+        async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            calls = [client.post("/predict", json={"data": [SETOSA]}) for _ in range(n)]
+            return list(await asyncio.gather(*calls))
+
+    return asyncio.run(burst())
+
+
+def _proxy(server: RedisServer, **settings: object) -> ProxySettings:
+    options = {"model_dir": str(MODEL_DIR), "redis_url": server.url, **settings}
+    return ProxySettings(**options)  # type: ignore[arg-type]
+
+
+def test_400_concurrent_submits_wait_for_a_pooled_connection_instead_of_failing(
+    server: RedisServer,
+) -> None:
+    # 400 at once over a pool of 10 connections: below the in-flight limit, all wait their turn.
+    settings = _proxy(server, redis_max_connections=10, redis_max_in_flight=1000)
+    with served(create_app(settings)) as url:
+        wait_until(lambda: httpx2.get(f"{url}/ready").status_code == 200, what="proxy ready")
+        answers = _burst(url, 400)
+
+    assert [r.status_code for r in answers] == [202] * 400
+    store = redis.Redis.from_url(server.url)
+    assert store.llen("predictions") == 400
+    assert len({r.json()["job_id"] for r in answers}) == 400
+
+
+def test_submits_past_the_in_flight_limit_are_shed_at_once_with_retry_after(
+    server: RedisServer,
+) -> None:
+    settings = _proxy(server, redis_max_connections=2, redis_max_in_flight=5)
+    with served(create_app(settings)) as url:
+        wait_until(lambda: httpx2.get(f"{url}/ready").status_code == 200, what="proxy ready")
+        # Redis holds every write for a second: the first five submits wait in flight.
+        redis.Redis.from_url(server.url).client_pause(1000, all=False)
+        answers = _burst(url, 20)
+
+    statuses = [r.status_code for r in answers]
+    assert statuses.count(202) == 5
+    shed = [r for r in answers if r.status_code == 503]
+    assert len(shed) == 15
+    assert all(r.headers["retry-after"] == "1" for r in shed)
+    assert "5 Redis calls in flight" in shed[0].json()["detail"]
+
+
+def test_the_first_submits_after_a_redis_restart_all_succeed(server: RedisServer) -> None:
+    with served(create_app(_proxy(server))) as url:
+        wait_until(lambda: httpx2.get(f"{url}/ready").status_code == 200, what="proxy ready")
+        warm = _burst(url, 32)  # fills the pool with connections that the restart makes stale
+        server.stop()
+        server.start()
+        after = _burst(url, 32)
+
+    assert [r.status_code for r in warm] == [202] * 32
+    assert [r.status_code for r in after] == [202] * 32, [r.text for r in after][:3]
+    # This server keeps no AOF, so the restart emptied it: the 32 later submits, each once.
+    assert redis.Redis.from_url(server.url).llen("predictions") == 32
+
+
+def test_a_submit_sent_twice_by_a_retry_is_recorded_once(server: RedisServer) -> None:
+    store = redis.Redis.from_url(server.url)
+    submit = store.register_script(jobs.SUBMIT)
+    job_id = jobs.new_job_id()
+    message = jobs.task_message("predictions", job_id, [SETOSA], "r")
+    args = [10, 60, message, "r", time.time()]
+
+    first = submit(keys=["predictions", jobs.job_key(job_id)], args=args)
+    store.hset(jobs.job_key(job_id), "attempts", 1)  # a worker started it meanwhile
+    again = submit(keys=["predictions", jobs.job_key(job_id)], args=args)
+
+    assert first == again == 1
+    assert store.llen("predictions") == 1
+    assert store.hget(jobs.job_key(job_id), "attempts") == b"1"
