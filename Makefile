@@ -1,28 +1,47 @@
 # The project's commands. The two a newcomer needs: `make run PATTERN=web-single`, `make test`.
 # `make help` lists the rest.
 
-PYTHON ?= python3.11
-VENV := .venv
+# The supported interpreters found on this machine, newest first: each version's pythonX.Y on the
+# PATH if it runs, else pyenv's build of it (pyenv's shims answer only for the active version).
+# PYTHON= picks another; an existing VENV keeps the interpreter it was made with.
+SUPPORTED_PYTHONS := 3.13 3.12 3.11
+FOUND_PYTHONS := $(shell for v in $(SUPPORTED_PYTHONS); do \
+  for p in python$$v $${PYENV_ROOT:-$$HOME/.pyenv}/versions/$$v.*/bin/python$$v; do \
+    if $$p -c 'import sys; sys.exit(sys.version_info[:2] != tuple(map(int, "'$$v'".split("."))))' >/dev/null 2>&1; \
+    then echo $$p; break; fi; done; done)
+PYTHON ?= $(firstword $(FOUND_PYTHONS))
+VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-GROUPS := serving,worker,storage,training,qa,dev
 TEST_WORKERS ?= 4
 
 .DEFAULT_GOAL := help
-.PHONY: help setup list run test load lint bench clean
+.PHONY: help setup requirements pythons list run test load lint bench clean
 
 help: ## this list
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
-	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is needed: install python3.11 (or run make PYTHON=/path/to/python3.11)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+# requirements/dev.txt is every group of pyproject.toml compiled with constraints.txt, the same
+# source as each image's requirements/<role>.txt; the project itself goes in editable, alone.
+$(STAMP): pyproject.toml requirements/dev.txt
+	@test -x $(PY) || { \
+	  $(if $(PYTHON),,echo "Python 3.11, 3.12 or 3.13 is needed: install one (or run make PYTHON=/path/to/python3.13)"; exit 1;) \
+	  $(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))' || { \
+	    echo "$(PYTHON) is not Python 3.11, 3.12 or 3.13"; exit 1; }; \
+	  echo "creating $(VENV) with $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip==25.3
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[$(GROUPS)]'
+	$(PY) -m pip install --quiet --no-deps -r requirements/dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m shared.training ensure
 	@touch $@
 
-setup: $(STAMP) ## create .venv with the pinned dependencies and train the bundled models
+setup: $(STAMP) ## create .venv (VENV=) with the pinned dependencies and train the bundled models
+
+requirements: $(STAMP) ## compile requirements/*.txt from pyproject.toml's groups and constraints.txt
+	$(PY) requirements/compile.py
+
+pythons: ## the supported interpreters found here, newest first (the default PYTHON is the first)
+	@printf '%s\n' $(FOUND_PYTHONS)
 
 list: $(STAMP) ## every catalogue entry: category, folder, status, summary
 	@$(PY) -m shared.cli list

@@ -36,13 +36,21 @@ def stages() -> dict[str, list[str]]:
 
 
 def installed(stage: str) -> set[str]:
-    """The packages `pip install` names in a stage (extras dropped)."""
+    """The packages `pip install -r` installs in a stage: the requirements file it names, copied
+    from the repository (`COPY requirements/x.txt /tmp/`), read line by line."""
+    copied = {
+        Path(line.split()[1]).name: REPO_ROOT / line.split()[1]
+        for line in stages()[stage]
+        if line.startswith("COPY requirements/")
+    }
     names: set[str] = set()
     for line in stages()[stage]:
         if "pip install" in line:
             words = line.split("pip install", 1)[1].split()
-            names |= {re.sub(r"\[.*", "", w.strip('"')) for w in words if not w.startswith("-")}
-    return names - {"/tmp/constraints.txt", "constraints.txt"}
+            assert "-r" in words, "the image installs a compiled requirements file"
+            listed = copied[Path(words[words.index("-r") + 1]).name].read_text().splitlines()
+            names |= {re.split(r"[=;\s]", ln)[0] for ln in listed if ln and ln[0] != "#"}
+    return names
 
 
 def copied_modules(stage: str) -> set[str]:
