@@ -85,14 +85,23 @@ async def test_calls_past_max_in_flight_are_shed_at_once_with_retry_after() -> N
 
 
 async def test_an_unreachable_upstream_is_503_and_a_silent_one_504_at_the_deadline() -> None:
-    silent = await asyncio.start_server(lambda r, w: asyncio.sleep(3600), "127.0.0.1", 0)
+    answered = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Holds the writer: asyncio (3.13) hangs up a connection whose writer nobody holds.
+        await answered.wait()
+        writer.close()
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
-    async with silent, ServiceClient("up", f"http://127.0.0.1:{port}", 0.3) as client:
+    async with ServiceClient("up", f"http://127.0.0.1:{port}", 0.3) as client:
         started = time.monotonic()
         late = await outcome(client, "/fast")
         elapsed = time.monotonic() - started
-    async with ServiceClient("up", f"http://127.0.0.1:{port}", 0.3) as client:
-        down = await outcome(client, "/fast")  # the server is closed now: refused
+        answered.set()
+        silent.close()
+        await silent.wait_closed()
+        down = await outcome(client, "/fast")  # nothing listens now: refused
 
     assert (late, down) == (504, 503)
     assert 0.3 <= elapsed < 1.5
