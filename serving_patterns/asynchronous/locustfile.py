@@ -13,16 +13,16 @@ up to one polling interval, so it is no request's latency.
 
 import time
 
-from locust import FastHttpUser, constant_throughput, task
+from locust import FastHttpUser, task
 
-from shared.loadtest import SLO, enforce_slo, iris_row
+from shared.loadtest import SLO, enforce_slo, iris_row, poisson_arrivals
 
 # Measured on 2 cores with the load generator on the same machine; see the README.
 enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=200, p99_ms_of={"job done": 300}))
 
 
 class Submitter(FastHttpUser):
-    wait_time = constant_throughput(5)
+    wait_time = poisson_arrivals(5)
 
     @task
     def submit_and_wait(self) -> None:
