@@ -73,7 +73,15 @@ class WorkerSettings(ModelServiceSettings):
         description="Append each finished job to the list the sink reads; turn off when no "
         "sink runs (clients poll), or the list grows without end",
     )
-    heartbeat_seconds: float = Field(5.0, gt=0, description="How often the worker says it lives")
+    redis_outage_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="How long a job waits for Redis to answer again before the worker exits "
+        "(non-zero, for the restart policy)",
+    )
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often the consuming worker beats; unhealthy after 3 missed"
+    )
 
     @model_validator(mode="after")
     def _restore_within_timeout(self) -> "WorkerSettings":
@@ -94,4 +102,6 @@ class SinkSettings(ServiceSettings):
     )
     batch_size: int = Field(500, gt=0, description="Most rows written in one transaction")
     poll_seconds: float = Field(0.1, gt=0, description="Wait before looking again when idle")
-    heartbeat_seconds: float = Field(5.0, gt=0, description="How often the sink says it lives")
+    heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often the sink's loop beats; unhealthy after 3 missed"
+    )

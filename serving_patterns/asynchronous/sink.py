@@ -28,8 +28,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from serving_patterns.asynchronous import jobs
-from serving_patterns.asynchronous.alive import start_heartbeat
 from serving_patterns.asynchronous.settings import SinkSettings
+from shared.heartbeat import Heartbeat
 from shared.logs import configure_logging
 
 logger = logging.getLogger(__name__)
@@ -88,19 +88,23 @@ def drain_once(redis: Redis, engine: Engine, batch_size: int) -> int:
     return len(raw)
 
 
+ENV_PREFIX = "ASYNC_SINK_"  # SinkSettings' prefix: the healthcheck's argument
+
+
 def run(settings: SinkSettings, stop: threading.Event) -> None:
     redis = Redis.from_url(settings.redis_url)
     engine: Engine | None = None
+    heartbeat = Heartbeat(ENV_PREFIX, settings.heartbeat_seconds)
     while not stop.is_set():
         try:
             if engine is None:
-                # In the loop: a database still starting (or down) is a pause, not the end. The
-                # sink counts as alive (healthcheck) once it has reached it.
+                # In the loop: a database still starting (or down) is a pause, not the end.
                 engine = connect(settings.database_url)
                 where = engine.url.render_as_string(hide_password=True)
                 logger.info("writing finished jobs to %s", where)
-                start_heartbeat("sink", settings.heartbeat_seconds)
             written = drain_once(redis, engine, settings.batch_size)
+            # Alive (healthcheck) while a round reaches Redis (and the database, with rows).
+            heartbeat.beat()
         except ArgumentError:
             raise  # a URL that can never work (unknown driver, malformed): stop and say so
         except (RedisError, SQLAlchemyError) as exc:

@@ -10,25 +10,40 @@ How no job is lost and none retries forever:
 - attempts are counted in the job record before each run (jobs.START), so a job that fails,
   or that kills its worker, ends as failed and dead-lettered after max_attempts, never looping.
 - the first worker to finish a job records it (jobs.FINISH); a second delivery changes nothing.
+
+How a Redis outage is ridden out (Redis is both the queue and the job store):
+- a job never goes back to the broker while Redis is down. Its record writes wait for Redis (up
+  to redis_outage_seconds) instead of raising Reject: kombu cannot reject, nor ack, a message
+  while Redis is down, and a failed reject or ack keeps the message's prefetch credit forever,
+  so the consumer never asks for another message (nor notices the outage). Past the wait, the
+  worker exits non-zero for the restart policy; the job returns after the visibility timeout.
+- the heartbeat (shared.heartbeat) is beaten by a consumer bootstep from Celery's event loop,
+  after a PING through the consumer's broker channel: a PING that fails raises into the loop,
+  and Celery reconnects at once, and a consumer that holds credit no task owns (an ack that
+  failed all the same) is made to reconnect too. No beat while the loop is stuck, reconnecting
+  or not consuming, so the healthcheck fails then.
 """
 
 import logging
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from celery import Celery, Task, signals
+from celery import Celery, Task, bootsteps, signals
 from celery.exceptions import Reject, Retry
+from celery.worker import state
+from kombu.utils.functional import retry_over_time
 from redis import Redis
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError, TimeoutError
 from redis.retry import Retry as RedisRetry
 
 from serving_patterns.asynchronous import jobs
-from serving_patterns.asynchronous.alive import start_heartbeat
 from serving_patterns.asynchronous.settings import WorkerSettings
+from shared.heartbeat import Heartbeat
 from shared.logs import configure_logging, request_id_var
 from shared.model import Predictor
 
@@ -65,12 +80,12 @@ class Runtime:
         if self._pid == os.getpid():
             return
         self.predictor = Predictor(self.settings.model_dir)
-        # Patient retries: a Redis restart of a few seconds must not fail the job being recorded.
+        # Quick retries for a blip; an outage is waited out in _patiently.
         self.redis = Redis.from_url(
-            self.settings.redis_url, retry=RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), 8)
+            self.settings.redis_url, retry=RedisRetry(ExponentialBackoff(cap=0.5, base=0.05), 2)
         )
-        self.start = self.redis.register_script(jobs.START)
-        self.finish = self.redis.register_script(jobs.FINISH)
+        self.start_script = self.redis.register_script(jobs.START)
+        self.finish_script = self.redis.register_script(jobs.FINISH)
         self._pid = os.getpid()
         card = self.predictor.card
         logger.info("model %s %s loaded", card.name, card.version)
@@ -84,9 +99,14 @@ class Runtime:
             logger.exception("job %s: cannot load the model, requeued", job.id)
             raise Reject(str(exc), requeue=True) from exc
         try:
-            attempt, *submitted_at = self.start(keys=[job.key], args=[job.worker, time.time()])
+            attempt, *submitted_at = self._patiently(
+                job,
+                "record the start",
+                lambda: self.start_script(keys=[job.key], args=[job.worker, time.time()]),
+            )
         except RedisError as exc:
-            # Unrecorded, so not run: back on the queue for when Redis answers.
+            # Redis answers, with an error (out of memory...): unrecorded, so not run; back on
+            # the queue.
             logger.warning("job %s: cannot record the start, requeued: %s", job.id, exc)
             raise Reject(str(exc), requeue=True) from exc
         if attempt < 0:
@@ -187,10 +207,97 @@ class Runtime:
     ) -> None:
         keys = [job.key] if target is None else [job.key, target]
         try:
-            self.finish(keys=keys, args=[jobs.dumps(record), keep, *fields])
+            self._patiently(
+                job,
+                "record the outcome",
+                lambda: self.finish_script(keys=keys, args=[jobs.dumps(record), keep, *fields]),
+            )
         except RedisError as exc:
             logger.warning("job %s: cannot record the outcome, requeued: %s", job.id, exc)
             raise Reject(str(exc), requeue=True) from exc
+
+    def _patiently(self, job: Job, what: str, call: Callable[[], Any]) -> Any:
+        """call(), waiting for Redis while it does not answer, up to redis_outage_seconds."""
+
+        def waiting(exc: Exception, intervals: Iterator[float], retries: int) -> float:
+            if retries == 0:
+                logger.warning("job %s: cannot %s, waiting for Redis: %s", job.id, what, exc)
+            return next(intervals)
+
+        try:
+            return retry_over_time(
+                call,
+                (ConnectionError, TimeoutError),
+                errback=waiting,
+                interval_start=0.1,
+                interval_step=0.2,
+                interval_max=1.0,
+                timeout=self.settings.redis_outage_seconds,
+            )
+        except (ConnectionError, TimeoutError):
+            # Neither recorded nor given back (a reject needs Redis too): only a new process
+            # can consume cleanly. The restart policy starts one; the message is restored after
+            # the visibility timeout, like a killed worker's.
+            logger.critical(
+                "job %s: Redis away for more than %gs, exiting",
+                job.id,
+                self.settings.redis_outage_seconds,
+            )
+            logging.shutdown()
+            os._exit(EXIT_REDIS_AWAY)
+
+
+EXIT_REDIS_AWAY = 3
+ENV_PREFIX = "ASYNC_WORKER_"  # WorkerSettings' prefix: the healthcheck's argument
+
+
+def heartbeat_step(settings: WorkerSettings) -> type[bootsteps.StartStopStep]:
+    """A consumer bootstep that beats the worker's heartbeat from Celery's event loop.
+
+    Started once the consumer consumes (after the Tasks step), stopped when it loses its
+    connection (the blueprint restarts then), so no beat while Celery reconnects. Each beat
+    first PINGs Redis through the consumer's channel: a connection error raised in an event
+    loop timer propagates (the hub's propagate_errors), and Celery restarts the consumer.
+    """
+    heartbeat = Heartbeat(ENV_PREFIX, settings.heartbeat_seconds)
+
+    class ConsumerHeartbeat(bootsteps.StartStopStep):
+        requires = ("celery.worker.consumer.tasks:Tasks",)
+
+        def __init__(self, parent: Any, **kwargs: Any) -> None:
+            super().__init__(parent, **kwargs)
+            self.timer: Any = None
+
+        def start(self, c: Any) -> None:
+            channel = c.task_consumer.channel
+            stalled = [0]
+
+            def beat() -> None:
+                # A pooled connection, the kind acks use (channel.client's is busy with BRPOP).
+                with channel.conn_or_acquire() as client:
+                    client.ping()
+                if channel.qos.can_consume() or state.reserved_requests:
+                    stalled[0] = 0
+                    heartbeat.beat()
+                    return
+                # All credit held, yet no task holds a message: an ack or reject failed (Redis
+                # went away in between). Twice in a row, so not the instant between a task's
+                # end and its ack (threads pool). A new connection brings fresh credit.
+                stalled[0] += 1
+                if stalled[0] >= 2:
+                    raise ConnectionError("prefetch credit held by no task: reconnecting")
+
+            beat()
+            self.timer = c.timer.call_repeatedly(heartbeat.seconds, beat)
+
+        def stop(self, c: Any) -> None:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+
+        shutdown = stop
+
+    return ConsumerHeartbeat
 
 
 def create_celery(settings: WorkerSettings, runtime: Runtime | None = None) -> Celery:
@@ -217,6 +324,7 @@ def create_celery(settings: WorkerSettings, runtime: Runtime | None = None) -> C
         worker_enable_remote_control=False,
         worker_hijack_root_logger=False,
     )
+    app.steps["consumer"].add(heartbeat_step(settings))
 
     @app.task(bind=True, name=jobs.TASK_NAME, max_retries=None)
     def predict(self: Task, job_id: str, rows: list[list[float]], request_id: str) -> None:
@@ -250,10 +358,6 @@ def main() -> None:
         token = getattr(task.request, "request_id_token", None)
         if token is not None:
             request_id_var.reset(token)
-
-    @signals.worker_ready.connect(weak=False)
-    def ready(**_: Any) -> None:
-        start_heartbeat("worker", settings.heartbeat_seconds)
 
     # Before consuming: a model that cannot load stops the worker here, before it takes a job.
     # (In a signal handler Celery would log the error and consume all the same.) JSON logs first,

@@ -3,20 +3,27 @@ through local mode, over HTTP. Each test sets the knobs it needs (model delay, a
 visibility timeout) through compose's ${VAR} interpolation, as a user would.
 """
 
+import asyncio
 import json
+import signal
+import subprocess
+import sys
 import time
 from itertools import pairwise
 from pathlib import Path
 
 import httpx2
 import pytest
+import redis
 from sqlalchemy import create_engine, select
 
+from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.sink import inferences
 from shared.localmode import LocalPattern
 from shared.testing import pattern_running, wait_until
 
 PATTERN = Path(__file__).resolve().parents[1]
+REPO = PATTERN.parents[1]
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 POISON = [3e38, 3e38, 3e38, 3e38]  # finite, within float32, but the model's scores overflow
 
@@ -212,3 +219,130 @@ def test_compose_file_runs_two_worker_replicas_by_default() -> None:
 
     assert services["worker"].replicas == 2
     assert list(services) == ["redis", "proxy", "worker", "sink"]
+
+
+def _probe(p: LocalPattern, name: str, index: int = 0) -> bool:
+    """The service's compose healthcheck, run once with the replica's environment."""
+    process, command = p.processes[name][index], p.services[name].healthcheck
+    args = [sys.executable, *command[1:]] if command[0] == "python" else command
+    return subprocess.run(args, env=process.env, cwd=REPO, capture_output=True).returncode == 0
+
+
+def _statuses(store: redis.Redis, job_ids: list[str]) -> list[bytes | None]:
+    pipe = store.pipeline()
+    for job_id in job_ids:
+        pipe.hget(jobs.job_key(job_id), "status")
+    return list(pipe.execute())
+
+
+@pytest.mark.parametrize(
+    ("pool", "outage_seconds"),
+    [("solo", 30), ("threads", 10), ("prefork", 10)],
+)
+def test_workers_consume_again_by_themselves_after_redis_is_down_with_jobs_queued(
+    tmp_path: Path, pool: str, outage_seconds: float
+) -> None:
+    variables = _variables(
+        tmp_path,
+        ASYNC_WORKER_POOL=pool,
+        ASYNC_WORKER_CONCURRENCY="1" if pool == "solo" else "2",
+        # Slow enough that jobs are queued, and some held by workers, when Redis stops.
+        ASYNC_WORKER_MODEL_DELAY_SECONDS="0.05",
+        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="3",
+        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
+        ASYNC_WORKER_HEARTBEAT_SECONDS="1",
+    )
+    with pattern_running(PATTERN, **variables) as p:
+        url = p.url("proxy")
+        job_ids = _submit_many(url, 300)
+        store = redis.Redis.from_url(p.service_url("redis"))
+        queued = store.llen("predictions")
+        p.stop_infrastructure("redis")  # SIGTERM; the AOF keeps the queue and the records
+        down_until = time.monotonic() + outage_seconds
+        # Health follows consumption: no worker beats while it cannot reach Redis.
+        wait_until(
+            lambda: not any(_probe(p, "worker", i) for i in range(2)),
+            timeout=outage_seconds,
+            what="every worker unhealthy while Redis is down",
+        )
+        time.sleep(max(0.0, down_until - time.monotonic()))  # the outage itself, not a wait
+        p.restart_infrastructure("redis")  # same port, same data
+        later = _submit_after_restart(url)
+        everything = [*job_ids, later]
+        try:
+            statuses = wait_until(
+                lambda: b"pending" not in (got := _statuses(store, everything)) and got,
+                timeout=90,
+                interval=0.5,
+                what="every job finished, with no manual step",
+            )
+        except AssertionError:
+            left = [
+                j
+                for j, s in zip(everything, _statuses(store, everything), strict=True)
+                if s == b"pending"
+            ]
+            records = [store.hgetall(jobs.job_key(j)) for j in left[:3]]
+            raise AssertionError(
+                f"{len(left)} jobs pending, e.g. {records}; queue {store.llen('predictions')}, "
+                f"unacked {store.hlen('unacked')}\n{p.logs('worker')[-4000:]}"
+            ) from None
+        for index in range(2):
+            p.wait_healthy("worker", index)
+        rows = wait_until(
+            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= 301 and r,
+            timeout=30,
+            what="every job in the inference table",
+        )
+
+    assert queued > 0  # the outage began with jobs waiting
+    assert set(statuses) == {b"done"}
+    assert sorted(r.job_id for r in rows) == sorted([*job_ids, later])  # each exactly once
+
+
+def _submit_many(url: str, n: int) -> list[str]:
+    """n one-row jobs, submitted over 20 connections at once (faster than the workers take them)."""
+
+    async def burst() -> list[httpx2.Response]:
+        limits = httpx2.Limits(max_connections=20)
+        async with httpx2.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+            return await asyncio.gather(
+                *(client.post("/predict", json={"data": [SETOSA]}) for _ in range(n))
+            )
+
+    answers = asyncio.run(burst())
+    assert [r.status_code for r in answers] == [202] * n
+    return [str(r.json()["job_id"]) for r in answers]
+
+
+def _submit_after_restart(url: str) -> str:
+    return wait_until(lambda: _try_submit(url), timeout=20, what="a submit after the restart")
+
+
+def test_a_stalled_worker_or_sink_is_unhealthy_until_it_runs_again(tmp_path: Path) -> None:
+    variables = _variables(
+        tmp_path,
+        ASYNC_WORKER_REPLICAS="1",
+        ASYNC_WORKER_HEARTBEAT_SECONDS="1",
+        ASYNC_SINK_HEARTBEAT_SECONDS="1",
+    )
+    with pattern_running(PATTERN, **variables) as p:
+        healthy_before = [_probe(p, "worker"), _probe(p, "sink")]
+        for name in ("worker", "sink"):
+            p.processes[name][0].signal(signal.SIGSTOP)  # stuck: its loop runs no more
+        try:
+            wait_until(
+                lambda: not _probe(p, "worker") and not _probe(p, "sink"),
+                timeout=15,
+                what="the stalled worker and sink unhealthy",
+            )
+        finally:
+            for name in ("worker", "sink"):
+                p.processes[name][0].signal(signal.SIGCONT)
+        p.wait_healthy("worker")
+        p.wait_healthy("sink")
+        job_id = _submit(p.url("proxy"), [SETOSA])
+        done = wait_until(lambda: _finished(p.url("proxy"), [job_id]), timeout=20)[0]
+
+    assert healthy_before == [True, True]
+    assert done["status"] == "done"

@@ -3,6 +3,7 @@ the worker's handling of its own bugs."""
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from redis import Redis
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.exc import ArgumentError
 
-from serving_patterns.asynchronous import jobs
+from serving_patterns.asynchronous import jobs, worker
 from serving_patterns.asynchronous.settings import SinkSettings, WorkerSettings
 from serving_patterns.asynchronous.sink import connect, inferences, write
 from serving_patterns.asynchronous.sink import run as run_sink
@@ -162,6 +163,29 @@ def test_a_worker_that_cannot_load_its_model_gives_the_job_back_uncounted(
     assert rejected.value.requeue is True  # back on the queue, not acknowledged as done
     record = store.hgetall(jobs.job_key("j1"))
     assert (record["status"], record["attempts"]) == ("pending", "0")
+
+
+def test_a_job_waits_for_redis_then_the_worker_exits_non_zero_instead_of_giving_it_back(
+    store: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A reject or an ack needs Redis too, and one that fails leaves the consumer stuck: past
+    # the wait the process ends, and the message comes back after the visibility timeout.
+    job, runtime = _submitted(store, "j1"), _runtime(store, redis_outage_seconds=0.5)
+    runtime.load()
+    store.shutdown(nosave=True)
+    exits: list[int] = []
+
+    def exit_(code: int) -> None:
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(worker.os, "_exit", exit_)
+    started = time.monotonic()
+    with pytest.raises(SystemExit):
+        runtime.run(task=Any, job=job)  # type: ignore[arg-type]
+
+    assert exits == [worker.EXIT_REDIS_AWAY] and worker.EXIT_REDIS_AWAY != 0
+    assert time.monotonic() - started >= 0.5  # it waited for Redis first
 
 
 def test_a_second_finish_of_the_same_job_changes_nothing(store: Redis) -> None:
