@@ -13,7 +13,7 @@ from locust import FastHttpUser, task
 from shared.loadtest import SLO, enforce_slo, iris_row, poisson_arrivals
 
 # Measured on 2 cores with the load generator on the same machine; see the README.
-enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=150))
+enforce_slo(SLO(p99_ms=100, max_error_rate=0.001, min_rps=140))
 
 
 class Shopper(FastHttpUser):
