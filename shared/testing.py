@@ -1,6 +1,7 @@
 """Helpers for the patterns' end-to-end tests: start a pattern, wait with a deadline."""
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -81,6 +82,29 @@ def requests_counted(metrics: str, **labels: str) -> float:
         if sample.name == "http_requests_total"
         and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def read_until_closed(sock: "socket.socket") -> bytes:
+    """Everything a server sends on `sock` until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+class OrphanedConnection:
+    """What httpcore 1.0.9 left in a pool: a slot that is neither idle, closed nor in use.
+
+    Appended to a ServiceClient's pool, it makes the leak its liveness check looks for."""
+
+    def is_idle(self) -> bool:
+        return False
+
+    def is_closed(self) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        pass
 
 
 # The PostgreSQL server tests make their databases on: DATABASE_URL's, else the usual local one.

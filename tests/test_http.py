@@ -9,6 +9,7 @@ import pytest
 from fastapi import HTTPException
 
 from shared.http import ServiceClient
+from shared.testing import OrphanedConnection
 
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests, on asyncio
 
@@ -107,25 +108,12 @@ async def test_an_unreachable_upstream_is_503_and_a_silent_one_504_at_the_deadli
     assert 0.3 <= elapsed < 1.5
 
 
-class _OrphanedConnection:
-    """What httpcore 1.0.9 left behind: a pool slot that is neither idle, closed nor in use."""
-
-    def is_idle(self) -> bool:
-        return False
-
-    def is_closed(self) -> bool:
-        return False
-
-    async def aclose(self) -> None:
-        pass
-
-
 async def test_liveness_reports_a_slot_held_by_no_call_once_it_outlives_the_grace() -> None:
     async with upstream(delay_seconds=0) as url:
         client = ServiceClient("up", url, 1.0, max_connections=4, leak_grace_seconds=0.2)
         async with client:
             assert await outcome(client, "/fast") == 200
-            client.http._transport._pool._connections.append(_OrphanedConnection())  # type: ignore[attr-defined]
+            client.http._transport._pool._connections.append(OrphanedConnection())  # type: ignore[attr-defined]
 
             first = client.liveness()  # might be a call finishing: not yet
             await asyncio.sleep(0.25)

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 
 from shared.server import Protocol
-from shared.testing import served
+from shared.testing import read_until_closed, served
 
 
 class Strict(Protocol):
@@ -31,17 +31,10 @@ def address() -> Iterator[tuple[str, int]]:
         yield parts.hostname, parts.port
 
 
-def _until_closed(sock: socket.socket) -> bytes:
-    received = b""
-    while chunk := sock.recv(4096):
-        received += chunk
-    return received
-
-
 def test_a_connection_that_sends_nothing_gets_408_and_is_closed(address: tuple[str, int]) -> None:
     started = time.monotonic()
     with socket.create_connection(address, timeout=10) as sock:
-        answer = _until_closed(sock)
+        answer = read_until_closed(sock)
 
     assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
     assert answer.endswith(b"request head not received within 0.5 s")
@@ -73,7 +66,7 @@ def test_headers_sent_a_byte_at_a_time_are_cut_at_the_header_timeout(
 def test_a_request_head_over_the_limit_gets_431(address: tuple[str, int]) -> None:
     with socket.create_connection(address, timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
-        answer = _until_closed(sock)
+        answer = read_until_closed(sock)
 
     assert answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
     assert answer.endswith(b"request head larger than 1000 bytes")

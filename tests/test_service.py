@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from shared.logs import RequestIdFilter
 from shared.service import create_service
 from shared.settings import ServiceSettings
-from shared.testing import requests_counted, served, wait_until
+from shared.testing import read_until_closed, requests_counted, served, wait_until
 
 
 @pytest.fixture
@@ -165,18 +165,10 @@ def _half_sent(address: tuple[str, int], declared: int = 50) -> socket.socket:
     return sock
 
 
-def _answer(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection."""
-    received = b""
-    while chunk := sock.recv(4096):
-        received += chunk
-    return received
-
-
 def test_a_stalled_body_gets_408_and_the_connection_is_closed(address: tuple[str, int]) -> None:
     started = time.monotonic()
     with _half_sent(address) as sock:
-        answer = _answer(sock)  # returns only once the server closed the connection
+        answer = read_until_closed(sock)  # returns only once the server closed the connection
 
     assert answer.startswith(b"HTTP/1.1 408 ")
     assert b"request body not received within 0.5 s" in answer
@@ -205,7 +197,7 @@ def test_a_trickled_body_is_cut_at_the_body_timeout(address: tuple[str, int]) ->
 def test_many_half_sent_requests_are_all_answered_and_closed(address: tuple[str, int]) -> None:
     socks = [_half_sent(address) for _ in range(200)]
     try:
-        answers = [_answer(sock) for sock in socks]
+        answers = [read_until_closed(sock) for sock in socks]
     finally:
         for sock in socks:
             sock.close()

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from serving_patterns.synchronous.settings import WebappSettings
 from serving_patterns.synchronous.webapp import FOLLOW_UPS, create_app, follow_up, read_answer
 from shared.schemas import Prediction, PredictResponse
-from shared.testing import served
+from shared.testing import OrphanedConnection, served
 
 SETOSA = [5.1, 3.5, 1.4, 0.2]
 ANSWER = {
@@ -234,21 +234,11 @@ def test_after_a_burst_cut_by_the_deadline_the_web_app_serves_again(stand_in: St
 def test_health_fails_while_the_predictor_client_holds_leaked_connections(
     stand_in: StandIn,
 ) -> None:
-    class Orphan:  # a slot httpcore 1.0.9 could leave: not idle, not closed, nobody's
-        def is_idle(self) -> bool:
-            return False
-
-        def is_closed(self) -> bool:
-            return False
-
-        async def aclose(self) -> None:
-            pass
-
     with webapp(stand_in.url) as client:
         predictor = client.app.state.predictor  # type: ignore[attr-defined]
         predictor.leak_grace_seconds = 0
         healthy = client.get("/health")
-        predictor.http._transport._pool._connections.append(Orphan())
+        predictor.http._transport._pool._connections.append(OrphanedConnection())
         unhealthy = client.get("/health")
 
     assert healthy.status_code == 200
