@@ -239,3 +239,25 @@ def test_a_submit_sent_twice_by_a_retry_is_recorded_once(server: RedisServer) ->
     assert first == again == 1
     assert store.llen("predictions") == 1
     assert store.hget(jobs.job_key(job_id), "attempts") == b"1"
+
+
+def test_after_a_burst_cut_by_the_redis_timeout_the_proxy_submits_again(
+    server: RedisServer,
+) -> None:
+    # The burst that wedged the HTTP client's pool for good, on the Redis client's: 1,000
+    # submits while Redis holds every write for 2 s, each cut by the 0.5 s Redis timeout.
+    settings = _proxy(server, redis_timeout_seconds=0.5)
+    with served(create_app(settings)) as url:
+        wait_until(lambda: httpx2.get(f"{url}/ready").status_code == 200, what="proxy ready")
+        redis.Redis.from_url(server.url).client_pause(2000, all=False)
+        during = [r.status_code for r in _burst(url, 1000)]
+        after = wait_until(
+            lambda: (codes := [r.status_code for r in _burst(url, 20)]) == [202] * 20 and codes,
+            timeout=30,
+            what="20 submits in a row accepted once the pause is over",
+        )
+        health = httpx2.get(f"{url}/health")
+
+    assert 503 in during and set(during) <= {202, 503}  # cut or shed, never a 500 or a hang
+    assert after == [202] * 20
+    assert health.status_code == 200
