@@ -54,13 +54,10 @@ LATENCY = Histogram(
 
 # What a request with a body can get before its handler runs, for the OpenAPI `responses` of
 # every POST: the middleware's bounds on bodies.
-TOO_LARGE: dict[int | str, dict[str, Any]] = {
-    413: {"description": "Body larger than the service's limit (MAX_BODY_BYTES)"}
-}
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Body is not UTF-8 (the message gives the byte)"},
     408: {"description": "Body not received whole within BODY_TIMEOUT_SECONDS"},
-    **TOO_LARGE,
+    413: {"description": "Body larger than the service's limit (MAX_BODY_BYTES)"},
     415: {"description": "Content-Type is not application/json (UTF-8)"},
 }
 # A caller's id is kept only if it is a sane token; anything else would poison logs and headers.

@@ -18,7 +18,7 @@ from shared.schemas import (
     check_rows,
     parse_body,
 )
-from shared.service import TOO_LARGE, add_hot_route
+from shared.service import BODY_ERRORS, add_hot_route
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         answer=PredictResponse,
         summary="Predict",
         responses={
-            **TOO_LARGE,
+            **BODY_ERRORS,
             422: {"description": "Input does not fit the model"},
             503: {"description": "Model not loaded yet"},
         },
