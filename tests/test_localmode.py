@@ -318,7 +318,12 @@ def test_a_replica_killed_9_with_restart_on_failure_comes_back_and_the_exit_is_p
             what="worker-1 restarted",
         )
         exits = _exit_lines(_echoed(pattern))
-        worker_1_output = first.output()
+        # The new run's first line reaches the kept output when its reader thread reads it.
+        worker_1_output = wait_until(
+            lambda: len((out := first.output()).splitlines()) == 3 and out,
+            timeout=10,
+            what="the restarted run's output",
+        )
 
         assert again is not first and again.alive()
         assert again.env["HOSTNAME"] == "worker-1"  # the same replica, as Docker restarts it
