@@ -2,21 +2,27 @@
 
     python -m serving_patterns.batch.job     # what the scheduler or `docker compose run job` runs
 
-One run: take the job lock (a second run at the same time exits at once), plan the pending rows
-as chunks of BATCH_CHUNK_SIZE rows, and for each chunk read it, score it with one model call,
-write its predictions and commit. A row with a NULL or non-finite value is recorded as failed
-with the reason and the run goes on. A chunk that raises (the model, the database) is handled by
-BATCH_RETRY: score every chunk again (all), only the failed chunks (failed), or leave them to the
-next run (none). With BATCH_FINISH_BY set, chunks not started by then are left for the next run.
-The process holds the model only while it runs: the pattern has no resident server.
+One run: join the open run or, if none is open, plan the pending rows as chunks of
+BATCH_CHUNK_SIZE rows (storage.join_run); then claim chunks one at a time until none is left,
+and for each read it, score it with one model call, write its predictions and mark it done in
+one transaction. On PostgreSQL any number of job processes share a run this way (each claim is
+a row lock taken with FOR UPDATE SKIP LOCKED; a claimer that dies gives its chunk back); on
+SQLite one process runs at a time and a second one exits. A row with a NULL or non-finite
+value is recorded as failed with the reason and the run goes on. A chunk that raises (the
+model, the database) is handled by BATCH_RETRY: score every chunk again (all), only the failed
+chunk (failed), or leave it to the next run (none). With BATCH_FINISH_BY set, chunks not
+started by then are left for the next run. The last process out closes the run with its
+report. The process holds the model only while it runs: the pattern has no resident server.
 """
 
 import logging
+import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Any, Protocol
@@ -45,7 +51,8 @@ class Model(Protocol):
 
 @dataclass
 class RunReport:
-    """What a run did; the same figures go to batch_runs and to the log."""
+    """What a run did; the same figures go to batch_runs and to the log. A process that joined
+    a run reports the whole run's figures, whichever process scored which chunk."""
 
     run_id: int | None
     status: str  # done | deadline | stopped | failed | skipped
@@ -56,11 +63,15 @@ class RunReport:
     unscored: int = 0  # rows left without a record: failed or unstarted chunks
     attempts: int = 0
     message: str = ""
-    chunk_status: dict[int, str] = field(default_factory=dict, repr=False)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def claimer_name() -> str:
+    """This process, as batch_chunks.claimed_by and pg_stat_activity show it: pid@host."""
+    return f"{os.getpid()}@{socket.gethostname()}"
 
 
 def run(
@@ -70,12 +81,19 @@ def run(
     stop: threading.Event | None = None,
 ) -> RunReport:
     """One run of the job. `model`, `now` and `stop` are there for tests and the benchmark."""
-    engine = storage.connect(settings.database_url)
+    engine = storage.connect(
+        settings.database_url,
+        application_name=f"batch-job {claimer_name()}"[:63],
+        # A claimer that hangs inside its chunk's transaction, or whose machine vanished, loses
+        # its session (and so its claim) after these; one that dies loses it at once.
+        options=f"-c idle_in_transaction_session_timeout={int(settings.claim_timeout * 1000)} "
+        "-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+    )
     try:
         storage.create_tables(engine)
-        with storage.run_lock(engine) as locked:
-            if not locked:
-                report = RunReport(None, "skipped", message="another run holds the lock")
+        with storage.sqlite_lock(engine) as taken:
+            if not taken:
+                report = RunReport(None, "skipped", message=SQLITE_BUSY)
                 logger.info("nothing to do: %s", report.message)
                 return report
             model = model or Predictor(settings.model_dir)
@@ -87,6 +105,12 @@ def run(
         engine.dispose()
 
 
+SQLITE_BUSY = (
+    "another job process holds this SQLite database's lock; SQLite runs one job process at a "
+    "time (on PostgreSQL, job processes share a run)"
+)
+
+
 def _run(
     conn: Connection,
     settings: JobSettings,
@@ -95,92 +119,142 @@ def _run(
     stop: threading.Event,
 ) -> RunReport:
     started = now()
-    deadline = settings.deadline(started)
-    run_id = storage.start_run(conn, started, settings.retry, model.card.version)
-    plan = storage.plan_chunks(conn, run_id, settings.chunk_size)
-    conn.commit()  # the plan is read; from here each chunk is a transaction of its own
-    report = RunReport(run_id, "done", sum(c.rows for c in plan), len(plan))
+    claimer = claimer_name()
+    plan, planned = storage.join_run(
+        conn, started=started, retry=settings.retry, max_attempts=settings.max_attempts,
+        deadline=settings.deadline(started), model_version=model.card.version,
+        chunk_size=settings.chunk_size,
+    )  # fmt: skip
+    chunks = plan.planned_chunks
     logger.info(
-        "run %d: %d rows to score in %d chunk%s (retry=%s, deadline %s)", run_id,
-        report.planned_rows, len(plan), "" if len(plan) == 1 else "s", settings.retry,
-        deadline or "none",
+        "run %d: %s%d rows to score in %d chunk%s (retry=%s, deadline %s)", plan.id,
+        "" if planned else "joined, ", plan.planned_rows, chunks, "" if chunks == 1 else "s",
+        plan.retry, plan.deadline or "none",
     )  # fmt: skip
-    outcomes: dict[int, tuple[int, int]] = {}  # chunk index -> (scored, failed) of its last pass
-    status = dict.fromkeys(range(len(plan)), "unstarted")
-    todo = list(range(len(plan)))
-    for attempt in range(1, settings.max_attempts + 1):
-        report.attempts = attempt
-        for index in todo:
-            if stop.is_set() or (deadline is not None and now() >= deadline):
-                report.status = "stopped" if stop.is_set() else "deadline"
-                break
-            chunk = plan[index]
-            try:
-                outcomes[index] = _score_chunk(conn, model, run_id, attempt, chunk)
-                status[index] = "done"
-            # Whatever a chunk raises (model, driver, data) stays in that chunk: it is rolled back,
-            # logged with its reason, and the retry setting decides what happens next.
-            except Exception as exc:
-                conn.rollback()
-                status[index] = "failed"
-                outcomes.pop(index, None)
-                logger.warning("chunk ids %d..%d failed: %r", chunk.first_id, chunk.last_id, exc)
-                storage.log_chunk(conn, run_id, attempt, chunk, scored=0, failed=0,
-                                  status="failed", error=repr(exc)[:1000])  # fmt: skip
-                conn.commit()
-        failed = [index for index, state in status.items() if state == "failed"]
-        if not failed or report.status != "done" or settings.retry == "none":
+    past_deadline = False
+    while not stop.is_set():
+        if not past_deadline and plan.deadline is not None and now() >= plan.deadline:
+            past_deadline = True
+            logger.info("run %d: past the deadline, starting no more chunks", plan.id)
+        # First a chunk nobody holds; when none is left, wait for those others hold: each ends
+        # done (nothing to do) or back in the queue because its claimer died (ours to score).
+        claimed = storage.claim_chunk(conn, plan.id, claimer) or storage.claim_chunk(
+            conn, plan.id, claimer, wait=True
+        )
+        if claimed is None:
+            # A chunk failed in a process we waited for may have queued a retry pass since our
+            # claim's snapshot: the run ends when a fresh look finds nothing pending.
+            if storage.pending_chunks(conn, plan.id):
+                continue
             break
-        if attempt < settings.max_attempts:
-            todo = list(range(len(plan))) if settings.retry == "all" else failed
-            logger.info("pass %d: %d chunks again (%s)", attempt + 1, len(todo), settings.retry)
+        attempt, chunk = claimed
+        try:
+            if past_deadline:
+                storage.end_chunk(conn, plan.id, attempt, chunk, status="unstarted")
+            else:
+                _attempt_chunk(conn, model, plan, attempt, chunk, claimer)
+            conn.commit()
+        except storage.ChunkTaken as exc:  # see ChunkTaken: the claiming is broken
+            conn.rollback()
+            logger.error("%s: rolled back", exc)
 
-    if settings.retry == "all" and "failed" in status.values():
-        # The rows of a retry-all run stand only together: withdraw them for the next run.
-        withdrawn = storage.discard_run(conn, run_id)
+    if stop.is_set() and not storage.leave_run(conn, plan.id):
         conn.commit()
-        outcomes.clear()
-        status = dict.fromkeys(status, "failed")
-        logger.warning("run %d: withdrew its %d predictions, chunks still fail", run_id, withdrawn)
+        report = RunReport(plan.id, "stopped", plan.planned_rows, plan.planned_chunks)
+        report.message = f"stop signal: left run {plan.id} to the other processes in it"
+        logger.info("run %d stopped here: %s", plan.id, report.message)
+        return report
+    if stop.is_set():
+        storage.leave_pending(conn, plan.id)  # we were the last process: nobody will score them
+    return _close(conn, plan, "stopped" if stop.is_set() else "deadline", now)
 
-    report.chunk_status = status
-    report.scored = sum(scored for scored, _ in outcomes.values())
-    report.failed = sum(failed for _, failed in outcomes.values())
-    report.unscored = sum(plan[i].rows for i, state in status.items() if state != "done")
-    report.message = _summary(report, plan, status)
-    if "failed" in status.values():
-        report.status = "failed"
-    storage.finish_run(
-        conn, run_id, finished_at=now(), status=report.status, planned_rows=report.planned_rows,
-        planned_chunks=report.planned_chunks, scored=report.scored, failed=report.failed,
-        unscored=report.unscored, message=report.message,
+
+def _attempt_chunk(
+    conn: Connection, model: Model, plan: storage.RunPlan, attempt: int, chunk: Chunk,
+    claimer: str,
+) -> None:  # fmt: skip
+    """Score a claimed chunk, or record its failure and queue its retry; does not commit."""
+    began = utcnow()
+    try:
+        # A savepoint: a failure undoes the chunk's writes but keeps the claim (the row lock),
+        # so that its failure is recorded by the process that tried it, and nobody else's.
+        with conn.begin_nested():
+            scored, failed = _score_chunk(conn, model, plan.id, attempt, chunk)
+            storage.end_chunk(
+                conn, plan.id, attempt, chunk, status="done", scored=scored, failed=failed,
+                claimed_by=claimer, started_at=began, finished_at=utcnow(),
+            )  # fmt: skip
+    except storage.ChunkTaken:
+        raise
+    # Whatever a chunk raises (model, driver, data) stays in that chunk: it is rolled back,
+    # logged with its reason, and the retry setting decides what happens next.
+    except Exception as exc:
+        logger.warning("chunk ids %d..%d failed: %r", chunk.first_id, chunk.last_id, exc)
+        storage.end_chunk(
+            conn, plan.id, attempt, chunk, status="failed", error=repr(exc)[:1000],
+            claimed_by=claimer, started_at=began, finished_at=utcnow(),
+        )  # fmt: skip
+        if plan.retry != "none" and attempt < plan.max_attempts:
+            # all: every chunk of the run once more (queued once, whoever fails first).
+            which = None if plan.retry == "all" else chunk.first_id
+            if storage.add_attempt(conn, plan.id, attempt + 1, which):
+                logger.info("pass %d queued (%s)", attempt + 1, plan.retry)
+        return
+    logger.info(
+        "chunk ids %d..%d: %d scored, %d failed (pass %d)",
+        chunk.first_id, chunk.last_id, scored, failed, attempt,
     )  # fmt: skip
+
+
+def _close(
+    conn: Connection, plan: storage.RunPlan, reason: str, now: Callable[[], datetime]
+) -> RunReport:
+    """Close the run once no chunk is left (or this last process stops): its report, from the
+    chunk log, the same whichever of its processes closes it."""
+    outcomes, attempts = storage.chunk_outcomes(conn, plan.id)
+    failed_chunks = any(o.state == "failed" for o in outcomes)
+    withdraw = plan.retry == "all" and failed_chunks
+    if withdraw:  # the rows of a retry-all run stand only together
+        outcomes = [storage.ChunkOutcome(o.first_id, o.rows, "failed", 0, 0) for o in outcomes]
+    report = RunReport(plan.id, "done", plan.planned_rows, plan.planned_chunks, attempts=attempts)
+    report.scored = sum(o.scored for o in outcomes if o.state == "done")
+    report.failed = sum(o.failed for o in outcomes if o.state == "done")
+    report.unscored = sum(o.rows for o in outcomes if o.state != "done")
+    if failed_chunks:
+        report.status = "failed"
+    elif any(o.state == "unstarted" for o in outcomes):
+        report.status = reason
+    report.message = _summary(report, outcomes)
+    closed = storage.close_run(
+        conn, plan.id, finished_at=now(), status=report.status, scored=report.scored,
+        failed=report.failed, unscored=report.unscored, message=report.message,
+    )  # fmt: skip
+    if closed and withdraw:
+        withdrawn = storage.discard_run(conn, plan.id)
+        logger.warning("run %d: withdrew its %d predictions, chunks still fail", plan.id, withdrawn)
+    conn.commit()
     log = logger.warning if report.status == "failed" else logger.info
-    log("run %d %s: %s", run_id, report.status, report.message)
+    log("run %d %s: %s", plan.id, report.status, report.message)
     return report
 
 
-def _summary(report: RunReport, plan: list[Chunk], status: dict[int, str]) -> str:
+def _summary(report: RunReport, outcomes: list[storage.ChunkOutcome]) -> str:
     text = f"{report.scored} rows scored, {report.failed} rows failed"
     cut = {"deadline": " by the deadline", "stopped": " (stop signal)"}.get(report.status, "")
     why = {"failed": "failed", "unstarted": f"not started{cut}"}
     left = []
     for state, words in why.items():
-        indexes = [i for i, s in status.items() if s == state]
-        if indexes:
-            rows = sum(plan[i].rows for i in indexes)
-            left.append(f"{len(indexes)} of {len(plan)} chunks ({rows} rows) {words}")
+        these = [o for o in outcomes if o.state == state]
+        if these:
+            rows = sum(o.rows for o in these)
+            left.append(f"{len(these)} of {len(outcomes)} chunks ({rows} rows) {words}")
     return text + ("; " + " and ".join(left) + ", left for the next run" if left else "")
 
 
 def _score_chunk(
     conn: Connection, model: Model, run_id: int, attempt: int, chunk: Chunk
 ) -> tuple[int, int]:
-    """Read, score and write one chunk in one transaction; (rows scored, rows failed)."""
-    # Begun here, not on first use: read_chunk uses the driver connection, which SQLAlchemy does
-    # not see, and the rollback after a failure must reach the driver (on PostgreSQL a failed
-    # statement aborts the transaction: every later one would fail until it is rolled back).
-    conn.begin()
+    """Read, score and write one chunk, in the caller's transaction; (rows scored, failed)."""
     rows = storage.read_chunk(conn, run_id, chunk)
     ids, x, reasons = to_features(rows)
     ok = np.ones(len(ids), dtype=bool)
@@ -200,13 +274,6 @@ def _score_chunk(
         (scored_ids.tolist(), labels.tolist(), proba[np.arange(len(best)), best].tolist()),
         ((int(ids[i]), reason) for i, reason in sorted(reasons.items())),
     )
-    storage.log_chunk(conn, run_id, attempt, chunk, scored=len(best), failed=len(reasons),
-                      status="done", error=None)  # fmt: skip
-    conn.commit()
-    logger.info(
-        "chunk ids %d..%d: %d scored, %d failed (pass %d)",
-        chunk.first_id, chunk.last_id, len(best), len(reasons), attempt,
-    )  # fmt: skip
     return len(best), len(reasons)
 
 
@@ -261,8 +328,7 @@ def main() -> int:
     except Exception:
         logger.exception("the run stopped on an error")
         return 1
-    summary = {k: v for k, v in asdict(report).items() if k != "chunk_status"}
-    logger.info("run report", extra={"report": summary})
+    logger.info("run report", extra={"report": asdict(report)})
     return 1 if report.status == "failed" else 0
 
 

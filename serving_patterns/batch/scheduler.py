@@ -4,8 +4,9 @@
 
 Each tick starts the job as a process of its own (`python -m serving_patterns.batch.job`, with
 this process's environment) and waits for it to exit: the model is loaded only while a run goes.
-A tick that falls while a run is still going is skipped, as a Kubernetes CronJob with
-concurrencyPolicy Forbid does; the job's own lock covers a run started by hand meanwhile.
+A tick that falls while its run is still going is skipped, as a Kubernetes CronJob with
+concurrencyPolicy Forbid does; a job started by hand meanwhile joins the open run (PostgreSQL)
+or exits (SQLite: one job process at a time).
 While alive the scheduler touches BATCH_HEARTBEAT_FILE, which its healthcheck reads.
 """
 

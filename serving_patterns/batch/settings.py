@@ -50,6 +50,13 @@ class JobSettings(BaseSettings):
         "(failed), or leave them to the next run (none)",
     )
     max_attempts: int = Field(3, ge=1, description="Passes a run makes at most (first + retries)")
+    claim_timeout: float = Field(
+        300.0,
+        gt=0,
+        description="PostgreSQL: seconds a process may hold a claimed chunk without a word to "
+        "the database before the server ends its session and the chunk is claimed again (a "
+        "process that dies gives its chunk up at once)",
+    )
     finish_by: datetime | time | None = Field(
         None,
         description="Deadline: chunks not started by then are left for the next run. A time "

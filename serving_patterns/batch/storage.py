@@ -2,8 +2,19 @@
 
 Input table `batch_items` (one row of raw iris measurements per item), inference table
 `batch_predictions` (one row per item: done with label and probability, or failed with the
-reason), and two log tables: `batch_runs` (one row per run) and `batch_chunks` (one row per
-chunk attempt). The same code runs on SQLite and PostgreSQL.
+reason), `batch_runs` (one row per run) and `batch_chunks` (one row per chunk attempt: the work
+queue the job processes of a run claim from, and the log of what each attempt did). The same
+code runs on SQLite (one job process at a time) and PostgreSQL (any number share a run).
+
+How processes share a run on PostgreSQL, all in this module:
+- joining (`join_run`): under a transaction-level advisory lock, a process joins the open run
+  (status running) or, when there is none, plans a new one and queues its chunks; one commit.
+- claiming (`claim_chunk`): `SELECT ... FOR UPDATE SKIP LOCKED` on a pending chunk. The row lock
+  is the claim: the chunk is read, scored, written and marked done in that same transaction, so
+  it commits whole or not at all. A claimer that dies ends its session, PostgreSQL rolls its
+  transaction back, and the chunk is pending and unlocked again: the next claim takes it.
+- once nothing is left to claim, a process waits on the chunks others hold (the same SELECT
+  without SKIP LOCKED), so a chunk whose claimer died is taken again by those still running.
 
 Tables, small writes and the API's queries use SQLAlchemy Core. The two bulk steps of the job,
 reading a chunk and writing its predictions, go through the driver's own connection (sqlite3
@@ -16,7 +27,7 @@ import fcntl
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import repeat
 from pathlib import Path
 from typing import Any
@@ -37,12 +48,14 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     make_url,
     select,
     text,
     update,
 )
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateColumn
 
 # The model's inputs, in the order it takes them (the job checks them against model.json).
 FEATURES = ("sepal_length", "sepal_width", "petal_length", "petal_width")
@@ -83,6 +96,9 @@ runs = Table(
     Column("status", String(16), nullable=False),
     Column("retry", String(8), nullable=False),
     Column("model_version", String(64), nullable=False),
+    # The planner's settings, which every process that joins the run follows.
+    Column("max_attempts", Integer),
+    Column("finish_by", DateTime(timezone=True)),
     Column("planned_rows", Integer),
     Column("planned_chunks", Integer),
     Column("scored", Integer),
@@ -101,17 +117,27 @@ chunks = Table(
     Column("rows", Integer, nullable=False),
     Column("scored", Integer, nullable=False),
     Column("failed", Integer, nullable=False),
-    Column("status", String(8), nullable=False),  # done | failed
+    Column("status", String(9), nullable=False),  # pending | done | failed | unstarted
     Column("error", Text),
+    Column("claimed_by", String(128)),  # pid@host of the process that ended the attempt
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
 )
 
+# Advisory lock keys (two int4: the pattern's, then what it guards). Per database.
+BATCH = 0x62617463  # "batc"
+PLAN_LOCK = {"kind": BATCH, "what": 0}  # joining, planning and closing a run
+DDL_LOCK = {"kind": BATCH, "what": 1}  # creating the tables
+MEMBERS = BATCH + 1  # shared by every process in run `what`
 
-def connect(url: str) -> Engine:
-    """An engine for an SQLite file or a PostgreSQL database (psycopg 3 driver)."""
+
+def connect(url: str, **connect_args: Any) -> Engine:
+    """An engine for an SQLite file or a PostgreSQL database (psycopg 3 driver); connect_args
+    go to psycopg (application_name, options)."""
     url = re.sub(r"^postgres(ql)?://", "postgresql+psycopg://", url)
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(parsed, pool_pre_ping=True)
+        return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(parsed)
@@ -127,27 +153,28 @@ def connect(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    metadata.create_all(engine)
+    """Create the tables, and add the columns a table made by an earlier version lacks (all
+    nullable). On PostgreSQL under a lock: job processes started together all call this."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:kind, :what)"), DDL_LOCK)
+        metadata.create_all(conn)
+        present = inspect(conn)
+        for table in metadata.sorted_tables:
+            have = {column["name"] for column in present.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in have:
+                    ddl = CreateColumn(column).compile(dialect=conn.dialect)
+                    conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {ddl}"))
 
 
 @contextlib.contextmanager
-def run_lock(engine: Engine) -> Iterator[bool]:
-    """Hold the job's lock if no other run holds it; yields whether it was taken.
-
-    PostgreSQL: a session advisory lock. SQLite: an flock on a file next to the database. Both
-    go away with the process, so a killed run never leaves the job locked.
-    """
+def sqlite_lock(engine: Engine) -> Iterator[bool]:
+    """SQLite: hold the database's job lock (an flock beside the file) if no other process
+    holds it; yields whether it was taken. It goes away with the process, so a killed job never
+    leaves the database locked. PostgreSQL: always True, its processes share runs instead."""
     if engine.dialect.name == "postgresql":
-        key = 0x6261746368  # "batch"; advisory locks are per database
-        with engine.connect() as conn:
-            taken = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}))
-            conn.commit()
-            try:
-                yield taken
-            finally:
-                if taken:
-                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-                    conn.commit()
+        yield True
         return
     with open(f"{engine.url.database}.lock", "a") as handle:
         try:
@@ -156,6 +183,35 @@ def run_lock(engine: Engine) -> Iterator[bool]:
             yield False
             return
         yield True  # closing the file releases the lock
+
+
+@contextlib.contextmanager
+def runs_held(engine: Engine) -> Iterator[Connection]:
+    """Hold the plan lock: job processes wait at their join until this ends (maintenance; tests
+    and the benchmark use it to let several processes join one run at the same moment)."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:kind, :what)"), PLAN_LOCK)
+        conn.commit()
+        try:
+            yield conn
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:kind, :what)"), PLAN_LOCK)
+            conn.commit()
+
+
+def processes_waiting_to_join(conn: Connection) -> int:
+    """How many sessions wait for the plan lock (job processes at their join)."""
+    return int(
+        conn.scalar(
+            text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND classid = :kind AND objid = :what AND objsubid = 2 "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
+            PLAN_LOCK,
+        )
+        or 0
+    )
 
 
 # --- the job's reads -------------------------------------------------------------------------
@@ -273,34 +329,223 @@ def discard_run(conn: Connection, run_id: int) -> int:
     return conn.execute(delete(predictions).where(predictions.c.run_id == run_id)).rowcount
 
 
-def log_chunk(conn: Connection, run_id: int, attempt: int, chunk: Chunk, **outcome: Any) -> None:
-    conn.execute(
-        insert(chunks).values(
-            run_id=run_id,
-            attempt=attempt,
-            first_id=chunk.first_id,
-            last_id=chunk.last_id,
-            rows=chunk.rows,
-            **outcome,
+# --- the run shared by the job processes -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The run a process works in, with the settings of the process that planned it."""
+
+    id: int
+    retry: str
+    max_attempts: int
+    deadline: datetime | None
+    planned_rows: int
+    planned_chunks: int
+
+
+class ChunkTaken(RuntimeError):
+    """A chunk attempt was no longer pending when this process ended it: another one did.
+    The claim's row lock makes this impossible; the check makes the database refuse a second
+    completion instead of storing a chunk twice, were the claiming ever broken."""
+
+
+def _plan_of(row: Any, max_attempts: int) -> RunPlan:
+    deadline = row["finish_by"]
+    if deadline is not None and deadline.tzinfo is None:  # SQLite keeps no offset: it is UTC
+        deadline = deadline.replace(tzinfo=UTC)
+    return RunPlan(
+        row["id"], row["retry"], row["max_attempts"] or max_attempts, deadline,
+        row["planned_rows"] or 0, row["planned_chunks"] or 0,
+    )  # fmt: skip
+
+
+def join_run(
+    conn: Connection,
+    *,
+    started: datetime,
+    retry: str,
+    max_attempts: int,
+    deadline: datetime | None,
+    model_version: str,
+    chunk_size: int,
+) -> tuple[RunPlan, bool]:
+    """Join the open run, or plan a new one when none is open; (the run, whether we planned it).
+
+    One transaction under the plan lock, so of processes starting together exactly one plans and
+    the others join what it planned. A run stays open (status running) until a process closes
+    it; one whose processes all died is open too, and the next process finishes it.
+    """
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        conn.execute(text("SELECT pg_advisory_xact_lock(:kind, :what)"), PLAN_LOCK)
+    row = (
+        conn.execute(select(runs).where(runs.c.status == "running").order_by(runs.c.id.desc()))
+        .mappings()
+        .first()
+    )
+    planned = row is None
+    if planned:
+        finish_by = deadline.astimezone(UTC) if deadline else None
+        run_id = conn.scalar(
+            insert(runs)
+            .values(started_at=started, status="running", retry=retry, max_attempts=max_attempts,
+                    finish_by=finish_by, model_version=model_version)
+            .returning(runs.c.id)
+        )  # fmt: skip
+        plan = plan_chunks(conn, run_id, chunk_size)
+        if plan:
+            conn.execute(
+                insert(chunks),
+                [{"run_id": run_id, "attempt": 1, "first_id": c.first_id, "last_id": c.last_id,
+                  "rows": c.rows, "scored": 0, "failed": 0, "status": "pending"} for c in plan],
+            )  # fmt: skip
+        conn.execute(
+            update(runs)
+            .where(runs.c.id == run_id)
+            .values(planned_rows=sum(c.rows for c in plan), planned_chunks=len(plan))
         )
+        row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
+    if postgres:  # held by the session until it ends: who is in the run (see leave_run)
+        conn.execute(text("SELECT pg_advisory_lock_shared(:kind, :what)"),
+                     {"kind": MEMBERS, "what": row["id"]})  # fmt: skip
+    conn.commit()
+    return _plan_of(row, max_attempts), planned
+
+
+def claim_chunk(
+    conn: Connection, run_id: int, claimer: str, wait: bool = False
+) -> tuple[int, Chunk] | None:
+    """Claim the run's next pending chunk attempt: (attempt, chunk), or None when none is left.
+
+    Begins the transaction that scores the chunk: the row lock it takes is the claim, held until
+    that transaction commits or the session ends. wait=False skips the chunks others hold;
+    wait=True waits for them, and returns one whose holder died (PostgreSQL rolled it back).
+    Earlier attempts first, then ids: a retry pass comes after the pass before it.
+    """
+    c = chunks.c
+    query = (
+        select(c.attempt, c.first_id, c.last_id, c.rows)
+        .where(c.run_id == run_id, c.status == "pending")
+        .order_by(c.attempt, c.first_id)
+        .limit(1)
+        .with_for_update(skip_locked=not wait)  # SQLite has no row locks: one process
+    )
+    # Begun here, not on first use: the chunk's reads and writes use the driver connection,
+    # which SQLAlchemy does not see, and a rollback must reach the driver.
+    conn.begin()
+    row = conn.execute(query).first()
+    if row is None:
+        conn.commit()
+        return None
+    attempt, first_id, last_id, rows = row
+    if conn.dialect.name == "postgresql":
+        # Who holds what, for people and tests: pg_stat_activity shows it while the transaction
+        # lasts (is_local: the name goes back when it ends).
+        name = f"batch-job {claimer} chunk {run_id}:{attempt}:{first_id}"
+        conn.execute(text("SELECT set_config('application_name', :name, true)"),
+                     {"name": name[:63]})  # fmt: skip
+    return attempt, Chunk(first_id, last_id, rows)
+
+
+def end_chunk(conn: Connection, run_id: int, attempt: int, chunk: Chunk, **outcome: Any) -> None:
+    """Record how a claimed chunk attempt ended (status done, failed or unstarted, with counts,
+    error, claimed_by and times), in the claim's transaction. Does not commit."""
+    c = chunks.c
+    ended = conn.execute(
+        update(chunks)
+        .where(c.run_id == run_id, c.attempt == attempt, c.first_id == chunk.first_id,
+               c.status == "pending")
+        .values(**outcome)
+    ).rowcount  # fmt: skip
+    if ended != 1:
+        raise ChunkTaken(f"run {run_id} chunk {chunk.first_id} pass {attempt} is not pending")
+
+
+def add_attempt(conn: Connection, run_id: int, attempt: int, first_id: int | None) -> int:
+    """Queue pass `attempt` of one chunk (first_id) or of every chunk of the run (None), once
+    however many processes ask for it. Does not commit; returns how many were queued."""
+    one = "" if first_id is None else " AND first_id = :first"
+    queued: int = conn.execute(
+        text(
+            "INSERT INTO batch_chunks (run_id, attempt, first_id, last_id, rows, scored, failed, "
+            "status) SELECT run_id, :attempt, first_id, last_id, rows, 0, 0, 'pending' "
+            f"FROM batch_chunks WHERE run_id = :run AND attempt = 1{one} ORDER BY first_id "
+            "ON CONFLICT DO NOTHING"
+        ),
+        {"run": run_id, "attempt": attempt, "first": first_id},
+    ).rowcount
+    return queued
+
+
+def leave_run(conn: Connection, run_id: int) -> bool:
+    """Leave the run before its end (a stop signal); whether this was its last process.
+
+    When it was, the caller closes the run in this transaction, which holds the plan lock so
+    that nobody joins meanwhile. SQLite: always the last, it has one process.
+    """
+    if conn.dialect.name != "postgresql":
+        return True
+    key = {"kind": MEMBERS, "what": run_id}
+    conn.execute(text("SELECT pg_advisory_xact_lock(:kind, :what)"), PLAN_LOCK)
+    conn.execute(text("SELECT pg_advisory_unlock_shared(:kind, :what)"), key)
+    alone = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:kind, :what)"), key))
+    if alone:
+        conn.execute(text("SELECT pg_advisory_unlock(:kind, :what)"), key)
+    return alone
+
+
+def pending_chunks(conn: Connection, run_id: int) -> int:
+    """How many chunk attempts of the run are pending (claimed by a transaction or not)."""
+    c = chunks.c
+    query = select(func.count()).where(c.run_id == run_id, c.status == "pending")
+    count = int(conn.scalar(query) or 0)
+    conn.commit()
+    return count
+
+
+def leave_pending(conn: Connection, run_id: int) -> None:
+    """Mark every chunk attempt still pending as unstarted (no other process is in the run)."""
+    c = chunks.c
+    conn.execute(
+        update(chunks).where(c.run_id == run_id, c.status == "pending").values(status="unstarted")
     )
 
 
-def start_run(conn: Connection, started: datetime, retry: str, model_version: str) -> int:
-    """Record a new run; a run still marked running died without a word (we hold the lock)."""
-    conn.execute(update(runs).where(runs.c.status == "running").values(status="abandoned"))
-    run_id = conn.scalar(
-        insert(runs)
-        .values(started_at=started, status="running", retry=retry, model_version=model_version)
-        .returning(runs.c.id)
+@dataclass(frozen=True)
+class ChunkOutcome:
+    first_id: int
+    rows: int
+    state: str  # done | failed | unstarted
+    scored: int
+    failed: int
+
+
+def chunk_outcomes(conn: Connection, run_id: int) -> tuple[list[ChunkOutcome], int]:
+    """Each chunk's outcome (its latest attempt that ran, else unstarted), and the passes made."""
+    c = chunks.c
+    found = conn.execute(
+        select(c.first_id, c.attempt, c.rows, c.status, c.scored, c.failed)
+        .where(c.run_id == run_id)
+        .order_by(c.first_id, c.attempt)
+    ).all()
+    latest: dict[int, ChunkOutcome] = {}
+    attempts = 1
+    for first_id, attempt, rows, status, scored, failed in found:
+        if status in ("done", "failed"):
+            latest[first_id] = ChunkOutcome(first_id, rows, status, scored, failed)
+            attempts = max(attempts, attempt)
+        else:
+            latest.setdefault(first_id, ChunkOutcome(first_id, rows, "unstarted", 0, 0))
+    return list(latest.values()), attempts
+
+
+def close_run(conn: Connection, run_id: int, **summary: Any) -> bool:
+    """Record a run's end, if no other process has; whether this call did. Does not commit."""
+    closed = conn.execute(
+        update(runs).where(runs.c.id == run_id, runs.c.status == "running").values(**summary)
     )
-    conn.commit()
-    return int(run_id)
-
-
-def finish_run(conn: Connection, run_id: int, **summary: Any) -> None:
-    conn.execute(update(runs).where(runs.c.id == run_id).values(**summary))
-    conn.commit()
+    return bool(closed.rowcount == 1)
 
 
 # --- the input side --------------------------------------------------------------------------

@@ -113,14 +113,18 @@ def test_rerun_scores_only_the_rows_added_since(engine: Engine) -> None:
     assert {stored[i]["run_id"] for i in range(1, 31)} == {first.run_id}
 
 
-def test_run_started_while_another_runs_exits_without_touching_anything(engine: Engine) -> None:
+def test_a_second_process_on_sqlite_exits_with_a_clear_message(tmp_path: Path) -> None:
+    # On PostgreSQL a second process joins the run instead: tests/test_shared_runs.py.
+    engine = storage.connect(f"sqlite:///{tmp_path / 'batch.db'}")
+    storage.create_tables(engine)
     storage.add_items(engine, demo_rows(1, 10, bad_every=0))
 
-    with storage.run_lock(engine) as taken:
+    with storage.sqlite_lock(engine) as taken:  # what the first process holds while it runs
         report = job.run(settings(engine))
 
     assert taken
     assert report.status == "skipped"
+    assert "SQLite runs one job process at a time" in report.message
     assert predictions(engine) == {}
     assert job.run(settings(engine)).scored == 10  # the lock went with its holder
 
