@@ -5,7 +5,8 @@ session from the repository root (a variable set in one block is there in the ne
 virtual environment off the PATH, as in a newcomer's terminal. The block that follows it with
 nothing but blank lines between, if it is not a shell block (```json, ```text, ```), is what the
 command prints; a command with no output block must exit 0. An output block that follows no
-command is an error: every output shown must come from a command shown.
+command is an error: every output shown must come from a command shown. Several output blocks
+in a row (the job's lines, then a JSON answer) are one output.
 
 The pattern runs in local mode on free ports, as `make run` starts it. The README writes the
 pattern's own ports (`curl -s localhost:8000/predict`): each of them, in a command, is replaced by
@@ -103,7 +104,7 @@ def try_it_steps(readme: Path) -> list[Step]:
     if start is None:
         raise ReadmeError(f"{readme}: no '## Try it' section")
     steps: list[Step] = []
-    previous_end = -1  # line index after the last shell block's closing fence
+    previous_end = -1  # after the closing fence of a shell block or its output, else -1
     i = start + 1
     while i < len(lines) and not lines[i].startswith("## "):
         opening = _FENCE.match(lines[i])
@@ -118,8 +119,10 @@ def try_it_steps(readme: Path) -> list[Step]:
             steps.append(Step(text, None, i + 1))
             previous_end = end + 1
         elif previous_end >= 0 and all(not ln.strip() for ln in lines[previous_end:i]):
-            steps[-1].expected = text
-            previous_end = -1
+            # Several output blocks in a row (text, then JSON) are one output, in that order.
+            shown = steps[-1].expected
+            steps[-1].expected = text if shown is None else f"{shown}\n{text}"
+            previous_end = end + 1
         else:
             raise ReadmeError(
                 f"{readme}:{i + 1}: an output block that follows no command: show the command "
@@ -161,12 +164,12 @@ def _lines(text: str) -> list[str]:
     return [line.rstrip() for line in text.replace("\r\n", "\n").strip("\n").splitlines()]
 
 
-def difference(expected: str, actual: str) -> str | None:
+def difference(expected: str, actual: str, shown: str = "README") -> str | None:
     """None when `actual` is what `expected` shows (masked), else a diff of the two, masked."""
     want, got = _lines(mask(expected)), _lines(mask(actual))
     if _fits(want, got):
         return None
-    diff = difflib.unified_diff(want, got, "README (masked)", "actual (masked)", lineterm="")
+    diff = difflib.unified_diff(want, got, f"{shown} (masked)", "actual (masked)", lineterm="")
     return "\n".join(diff)
 
 
@@ -319,22 +322,27 @@ class TryIt:
     def check(self, step: Step, where: str) -> None:
         command = self.command(step.command)
         deadline = time.monotonic() + self.retry_seconds
+        attempts = 0
         while True:
+            attempts += 1
             code, raw = self.shell.run(command)
             printed = self.output(raw)
             diff = None if step.expected is None else difference(step.expected, printed)
             if code == 0 and diff is None:
                 break
             if time.monotonic() > deadline:
-                raise ReadmeError(self._failure(step, where, code, printed, diff))
+                raise ReadmeError(self._failure(step, where, attempts, code, printed, diff))
             time.sleep(0.2)
         if step.expected is not None:
             readme_ids, run_ids = _ID.findall(step.expected), _ID.findall(printed)
             for readme_id, run_id in zip(readme_ids, run_ids, strict=False):
                 self.ids.setdefault(readme_id, run_id)
 
-    def _failure(self, step: Step, where: str, code: int, printed: str, diff: str | None) -> str:
-        parts = [f"{where}: this command, run for {self.retry_seconds:g} s,\n{step.command}"]
+    def _failure(
+        self, step: Step, where: str, attempts: int, code: int, printed: str, diff: str | None
+    ) -> str:
+        runs = f"run {attempts} times in {self.retry_seconds:g} s" if attempts > 1 else "run once"
+        parts = [f"{where}: this command ({runs}, the last shown),\n{step.command}"]
         if code != 0:
             parts.append(f"exited with {code}")
         if diff is not None:
@@ -374,21 +382,22 @@ def run_try_it(
     variables: Mapping[str, str] | None = None,
     replace: Mapping[str, str] | None = None,
     retry_seconds: float = RETRY_SECONDS,
+    readme: Path | None = None,
 ) -> int:
     """Run the Try it of `folder`/README.md against the pattern; ReadmeError at the first
     command whose output is not the README's. The number of steps run.
 
     variables: set for the pattern as a shell's exports (a private database file, say);
     replace: text of the README's commands to replace for this run (a path, say), and back in
-    their outputs."""
+    their outputs; readme: another file to read the steps from (the folder's README.md)."""
     folder = Path(folder).resolve()
-    readme = folder / "README.md"
+    readme = (readme or folder / "README.md").resolve()
     steps = try_it_steps(readme)
     if not steps:
         raise ReadmeError(f"{readme}: Try it shows no command")
     with _session(folder, variables or {}, replace or {}, retry_seconds) as run:
         for step in steps:
-            where = f"{readme.relative_to(REPO_ROOT)}:{step.line}"
+            where = f"{readme}:{step.line}"
             restart = step.starts_pattern
             if restart is not None:
                 named = find(restart.pop("PATTERN", ""))

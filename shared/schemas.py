@@ -9,6 +9,7 @@ from pydantic import (
     ConfigDict,
     Field,
     FiniteFloat,
+    JsonValue,
     Strict,
     ValidationError,
 )
@@ -51,21 +52,34 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
+# The iris model's answer to PredictRequest's example: /docs shows what the services answer
+# (tests/test_readmes.py sends the example and compares).
+IRIS_SAMPLE_PREDICTIONS: list[JsonValue] = [
+    {
+        "label": "setosa",
+        "probabilities": {
+            "setosa": 0.9811189770698547,
+            "versicolor": 0.01888057217001915,
+            "virginica": 5.025005407333083e-07,
+        },
+    },
+    {
+        "label": "virginica",
+        "probabilities": {
+            "setosa": 0.0001324070617556572,
+            "versicolor": 0.04671076685190201,
+            "virginica": 0.9531568288803101,
+        },
+    },
+]
+
+
 class PredictResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
             "examples": [
                 {
-                    "predictions": [
-                        {
-                            "label": "setosa",
-                            "probabilities": {
-                                "setosa": 0.98,
-                                "versicolor": 0.02,
-                                "virginica": 0.0,
-                            },
-                        }
-                    ],
+                    "predictions": IRIS_SAMPLE_PREDICTIONS,
                     "model_version": "1.0.0",
                     "request_id": "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d",
                 }

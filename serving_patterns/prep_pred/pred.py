@@ -5,16 +5,16 @@ with the version of the preprocessing that made them. Features from any other pr
 would be numbers of the right shape and the wrong meaning, so a version that does not equal
 the model's is refused with 409, naming both.
 
-    uvicorn serving_patterns.prep_pred.pred:create_app --factory --port 8041
+    .venv/bin/uvicorn serving_patterns.prep_pred.pred:create_app --factory --port 8041
 """
 
 from fastapi import FastAPI, HTTPException
 
-from serving_patterns.prep_pred.schemas import FeaturesRequest
+from serving_patterns.prep_pred.schemas import FeaturesRequest, PredResponse
 from serving_patterns.prep_pred.settings import PredSettings
 from shared.logs import request_id_var
 from shared.model import create_model_service
-from shared.schemas import PredictResponse, check_rows
+from shared.schemas import check_rows
 from shared.service import BODY_ERRORS
 
 
@@ -38,7 +38,7 @@ def create_app(settings: PredSettings | None = None) -> FastAPI:
             503: {"description": "Model not loaded yet"},
         },
     )
-    async def predict(body: FeaturesRequest) -> PredictResponse:
+    async def predict(body: FeaturesRequest) -> PredResponse:
         """Predict the digit of each row of preprocessed features (made by the prep service)."""
         predictor = model.require()
         version = predictor.card.version
@@ -52,7 +52,7 @@ def create_app(settings: PredSettings | None = None) -> FastAPI:
                 ),
             )
         check_rows(body.data, predictor.card.feature_names, settings.max_rows)
-        return PredictResponse(
+        return PredResponse(
             predictions=predictor.predict(body.data),
             model_version=version,
             request_id=request_id_var.get(),

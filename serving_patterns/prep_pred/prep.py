@@ -5,7 +5,7 @@ model (numpy only), calls the prediction service over HTTP with the request id, 
 prediction back. When pred is down, slow or refuses, prep itself stays up and says so:
 503 (down, not ready, or a version mismatch), 504 (too slow), 502 (an answer it cannot use).
 
-    uvicorn serving_patterns.prep_pred.prep:create_app --factory --port 8040
+    .venv/bin/uvicorn serving_patterns.prep_pred.prep:create_app --factory --port 8040
 """
 
 import json

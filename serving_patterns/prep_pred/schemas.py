@@ -86,6 +86,42 @@ class FeaturesRequest(BaseModel):
         return data
 
 
+# The model's answer to SAMPLE_IMAGE (through prep) or SAMPLE_FEATURES (to pred): the examples
+# /docs shows are what the services answer (tests/test_readmes.py sends them).
+SAMPLE_PREDICTION = {
+    "label": "0",
+    "probabilities": {
+        "0": 0.9979182481765747,
+        "1": 2.227302786650398e-08,
+        "2": 1.5478090062970296e-05,
+        "3": 0.00010640486289048567,
+        "4": 0.0006607820396311581,
+        "5": 3.894342444255017e-05,
+        "6": 1.2527832950581796e-05,
+        "7": 0.0008334019221365452,
+        "8": 0.000186645207577385,
+        "9": 0.00022763242304790765,
+    },
+}
+SAMPLE_REQUEST_ID = "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d"
+
+
+class PredResponse(PredictResponse):
+    """pred's answer: the contract's, with a digit for an example."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "predictions": [SAMPLE_PREDICTION],
+                    "model_version": "1.0.0",
+                    "request_id": SAMPLE_REQUEST_ID,
+                }
+            ]
+        }
+    )
+
+
 class PrepResponse(PredictResponse):
     """pred's answer, plus the version of the preprocessing prep applied."""
 
@@ -93,12 +129,10 @@ class PrepResponse(PredictResponse):
         json_schema_extra={
             "examples": [
                 {
-                    "predictions": [
-                        {"label": "0", "probabilities": {"0": 0.999, "6": 0.001}},
-                    ],
+                    "predictions": [SAMPLE_PREDICTION],
                     "model_version": "1.0.0",
                     "preprocess_version": "1.0.0",
-                    "request_id": "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d",
+                    "request_id": SAMPLE_REQUEST_ID,
                 }
             ]
         }

@@ -4,7 +4,7 @@ Any model server that answers POST /predict would do; this one is the shared API
 the shared Predictor, plus one knob, an artificial delay, so the web app's blocking and its
 timeout can be seen (and tested) with a model that otherwise answers in microseconds.
 
-    uvicorn serving_patterns.synchronous.predictor:create_app --factory --port 8011
+    .venv/bin/uvicorn serving_patterns.synchronous.predictor:create_app --factory --port 8011
 """
 
 import asyncio

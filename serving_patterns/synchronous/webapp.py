@@ -6,7 +6,7 @@ the predicted class. The wait is bounded: one deadline covers the whole predicto
 slow predictor costs the user about `timeout_seconds` and a 504, never a hang; a predictor that
 is down gives a 503 at once.
 
-    uvicorn serving_patterns.synchronous.webapp:create_app --factory --port 8010
+    .venv/bin/uvicorn serving_patterns.synchronous.webapp:create_app --factory --port 8010
 """
 
 import logging
@@ -22,7 +22,14 @@ from serving_patterns.synchronous.settings import WebappSettings
 from shared.http import ServiceClient
 from shared.http import detail as upstream_detail
 from shared.logs import request_id_var
-from shared.schemas import Metadata, Prediction, PredictRequest, PredictResponse, check_rows
+from shared.schemas import (
+    IRIS_SAMPLE_PREDICTIONS,
+    Metadata,
+    Prediction,
+    PredictRequest,
+    PredictResponse,
+    check_rows,
+)
 from shared.service import BODY_ERRORS, create_service
 
 logger = logging.getLogger(__name__)
@@ -40,19 +47,18 @@ class WebappResponse(PredictResponse):
         json_schema_extra={
             "examples": [
                 {
-                    "predictions": [
-                        {
-                            "label": "setosa",
-                            "probabilities": {"setosa": 0.98, "versicolor": 0.02, "virginica": 0.0},
-                        }
-                    ],
+                    "predictions": IRIS_SAMPLE_PREDICTIONS,
                     "model_version": "1.0.0",
                     "request_id": "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d",
                     "follow_ups": [
                         {
                             "action": "offer_seeds",
                             "message": "Iris setosa: hardy down to -40 °C. Seeds ship today.",
-                        }
+                        },
+                        {
+                            "action": "book_nursery_visit",
+                            "message": "Iris virginica: best planted by our nursery. Book a visit.",
+                        },
                     ],
                 }
             ]
