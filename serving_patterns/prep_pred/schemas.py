@@ -6,7 +6,7 @@ onnxruntime into either image.
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
 
 from shared.schemas import PredictResponse, Row
 
@@ -86,56 +86,42 @@ class FeaturesRequest(BaseModel):
         return data
 
 
-# The model's answer to SAMPLE_IMAGE (through prep) or SAMPLE_FEATURES (to pred): the examples
+# pred's answer to SAMPLE_FEATURES, and the model's to SAMPLE_IMAGE through prep: the examples
 # /docs shows are what the services answer (tests/test_readmes.py sends them).
-SAMPLE_PREDICTION = {
-    "label": "0",
-    "probabilities": {
-        "0": 0.9979182481765747,
-        "1": 2.227302786650398e-08,
-        "2": 1.5478090062970296e-05,
-        "3": 0.00010640486289048567,
-        "4": 0.0006607820396311581,
-        "5": 3.894342444255017e-05,
-        "6": 1.2527832950581796e-05,
-        "7": 0.0008334019221365452,
-        "8": 0.000186645207577385,
-        "9": 0.00022763242304790765,
-    },
+SAMPLE_ANSWER: dict[str, JsonValue] = {
+    "predictions": [
+        {
+            "label": "0",
+            "probabilities": {
+                "0": 0.9979182481765747,
+                "1": 2.227302786650398e-08,
+                "2": 1.5478090062970296e-05,
+                "3": 0.00010640486289048567,
+                "4": 0.0006607820396311581,
+                "5": 3.894342444255017e-05,
+                "6": 1.2527832950581796e-05,
+                "7": 0.0008334019221365452,
+                "8": 0.000186645207577385,
+                "9": 0.00022763242304790765,
+            },
+        }
+    ],
+    "model_version": "1.0.0",
+    "request_id": "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d",
 }
-SAMPLE_REQUEST_ID = "5f0c6a3e9b2d4f7a8c1e2b3d4a5f6e7d"
 
 
 class PredResponse(PredictResponse):
     """pred's answer: the contract's, with a digit for an example."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "predictions": [SAMPLE_PREDICTION],
-                    "model_version": "1.0.0",
-                    "request_id": SAMPLE_REQUEST_ID,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": [SAMPLE_ANSWER]})
 
 
 class PrepResponse(PredictResponse):
     """pred's answer, plus the version of the preprocessing prep applied."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "predictions": [SAMPLE_PREDICTION],
-                    "model_version": "1.0.0",
-                    "preprocess_version": "1.0.0",
-                    "request_id": SAMPLE_REQUEST_ID,
-                }
-            ]
-        }
+        json_schema_extra={"examples": [{**SAMPLE_ANSWER, "preprocess_version": "1.0.0"}]}
     )
 
     preprocess_version: str = Field(description="Version of the preprocessing prep applied")
