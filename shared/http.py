@@ -18,7 +18,6 @@ state can never send again, so /health fails and the orchestrator restarts the s
 
 import asyncio
 import logging
-import time
 from types import TracebackType
 from typing import Any, Self
 
@@ -26,6 +25,7 @@ import httpx2
 from fastapi import HTTPException
 
 from shared.logs import request_id_var
+from shared.pools import LeakWatch
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,6 @@ class ServiceClient:
         self.max_connections = max_connections
         # Calls past the pool's size wait for a connection, up to this many (then 503 at once).
         self.max_in_flight = max_in_flight or 2 * max_connections
-        self.leak_grace_seconds = leak_grace_seconds
         self.http = httpx2.AsyncClient(
             base_url=base_url,
             timeout=httpx2.Timeout(timeout_seconds),
@@ -71,7 +70,7 @@ class ServiceClient:
         self._connections = asyncio.Semaphore(max_connections)
         self._in_flight = 0  # calls admitted: waiting for a connection or holding one
         self._sending = 0  # calls holding a connection slot
-        self._leak_seen_at: float | None = None
+        self.leaks = LeakWatch(f"client of {name}", max_connections, leak_grace_seconds)
 
     async def __aenter__(self) -> Self:
         return self
@@ -138,24 +137,8 @@ class ServiceClient:
         return max(0, busy - self._sending)
 
     def liveness(self) -> str | None:
-        """None while the client can send; the reason once a leak outlived the grace period.
-
-        A call may hold a connection for a moment after it counts itself done, so a leak counts
-        only when it is still there `leak_grace_seconds` after it was first seen.
-        """
-        leaked = self.leaked_slots()
-        if not leaked:
-            self._leak_seen_at = None
-            return None
-        now = time.monotonic()
-        if self._leak_seen_at is None:
-            self._leak_seen_at = now
-        if now - self._leak_seen_at < self.leak_grace_seconds:
-            return None
-        return (
-            f"client of {self.name}: {leaked} of {self.max_connections} pooled connections held "
-            f"by no call for {now - self._leak_seen_at:.0f} s; restart to get them back"
-        )
+        """None while the client can send; the reason once its pool has leaked for a while."""
+        return self.leaks.check(self.leaked_slots())
 
 
 def detail(response: httpx2.Response) -> Any:

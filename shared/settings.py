@@ -16,6 +16,12 @@ class ServiceSettings(BaseSettings):
         gt=0,
         description="A request body not received whole within this time is refused with 408",
     )
+    leak_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="How long a connection pool may hold connections no call holds before "
+        "/health fails (a leak: the service must be restarted)",
+    )
 
 
 class ModelServiceSettings(ServiceSettings):

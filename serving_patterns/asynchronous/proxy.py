@@ -29,6 +29,7 @@ from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.settings import ProxySettings
 from shared.logs import request_id_var
 from shared.model import ModelCard
+from shared.pools import LeakWatch
 from shared.schemas import Metadata, Prediction, PredictRequest, check_rows
 from shared.service import BODY_ERRORS, Slot, create_service
 
@@ -89,6 +90,10 @@ class JobStatus(BaseModel):
     finished_at: float | None = None
 
 
+# What GET /jobs/{id} reads of a record (not the task message a pending job's record holds).
+JOB_FIELDS = [name for name in JobStatus.model_fields if name != "job_id"]
+
+
 class DeadLetter(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -132,8 +137,9 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         retry=Retry(NoBackoff(), retries=1, supported_errors=(ConnectionError,)),
     )
     redis = Redis.from_pool(pool)
-    in_flight = 0
+    in_flight = 0  # requests waiting for a pooled connection or holding one
     submit_script = redis.register_script(jobs.SUBMIT)
+    leaks = LeakWatch("redis pool", settings.redis_max_connections, settings.leak_grace_seconds)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -144,14 +150,30 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     app = create_service("asynchronous-proxy", settings, lifespan, description=__doc__ or "")
     app.state.readiness["model_card"] = cards.readiness
 
+    @asynccontextmanager
+    async def holding() -> AsyncIterator[None]:
+        nonlocal in_flight
+        in_flight += 1
+        try:
+            yield
+        finally:
+            in_flight -= 1
+
     async def redis_answers() -> str | None:
         try:
-            await redis.ping()
+            async with holding():
+                await redis.ping()
         except RedisError as exc:
             return f"redis not answering at {settings.redis_url}: {exc}"
         return None
 
+    def redis_pool_sends() -> str | None:
+        # Connections the pool counts as in use that no request holds: leaked for good.
+        return leaks.check(len(pool._in_use_connections) - in_flight)
+
     app.state.readiness["redis"] = redis_answers
+    app.state.liveness["redis pool"] = redis_pool_sends
+    app.state.redis_pool = pool
 
     def card() -> ModelCard:
         return cards.require()
@@ -159,23 +181,20 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def redis_call() -> AsyncIterator[None]:
         """Around each request's Redis calls: shed past the in-flight limit, 503 on failure."""
-        nonlocal in_flight
         if in_flight >= settings.redis_max_in_flight:
             raise HTTPException(
                 503,
                 f"busy: {in_flight} Redis calls in flight, try again later",
                 headers={"Retry-After": "1"},
             )
-        in_flight += 1
         try:
-            yield
+            async with holding():
+                yield
         except RedisError as exc:
             logger.warning("redis unavailable: %s", exc)
             raise HTTPException(
                 503, f"job store unavailable: {exc}", headers={"Retry-After": "1"}
             ) from None
-        finally:
-            in_flight -= 1
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:
@@ -203,13 +222,14 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         message = jobs.task_message(settings.queue, job_id, body.data, request_id)
         async with redis_call():
             queued = await submit_script(
-                keys=[settings.queue, jobs.job_key(job_id)],
+                keys=[settings.queue, jobs.job_key(job_id), jobs.PENDING],
                 args=[
                     settings.max_queue_length,
                     settings.job_ttl_seconds,
                     message,
                     request_id,
                     time.time(),
+                    job_id,
                 ],
             )
         if queued < 0:
@@ -230,10 +250,10 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     )
     async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> JobStatus:
         async with redis_call():
-            record = await redis.hgetall(jobs.job_key(job_id))
-        if not record:
+            values = await redis.hmget(jobs.job_key(job_id), JOB_FIELDS)
+        fields = {k: v.decode() for k, v in zip(JOB_FIELDS, values, strict=True) if v is not None}
+        if not fields:
             raise HTTPException(404, f"no job {job_id}: never submitted, or expired")
-        fields = {k.decode(): v.decode() for k, v in record.items()}
         predictions = fields.pop("predictions", None)
         return JobStatus.model_validate(
             {**fields, "job_id": job_id, "predictions": predictions and json.loads(predictions)}

@@ -82,6 +82,15 @@ class WorkerSettings(ModelServiceSettings):
     heartbeat_seconds: float = Field(
         5.0, gt=0, description="How often the consuming worker beats; unhealthy after 3 missed"
     )
+    sweep_seconds: float = Field(
+        5.0, gt=0, description="How often a worker looks for jobs whose message was lost"
+    )
+    lost_after_seconds: float = Field(
+        10.0,
+        ge=0,
+        description="How long a pending job's message must be missing (neither queued nor "
+        "taken) before it is queued again",
+    )
 
     @model_validator(mode="after")
     def _restore_within_timeout(self) -> "WorkerSettings":

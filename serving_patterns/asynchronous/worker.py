@@ -10,6 +10,9 @@ How no job is lost and none retries forever:
 - attempts are counted in the job record before each run (jobs.START), so a job that fails,
   or that kills its worker, ends as failed and dead-lettered after max_attempts, never looping.
 - the first worker to finish a job records it (jobs.FINISH); a second delivery changes nothing.
+- a message kombu lost between taking it and recording it as unacknowledged (Redis stopped, or
+  the worker was killed, in that instant) is queued again by jobs.sweep, which a consumer
+  bootstep runs every sweep_seconds.
 
 How a Redis outage is ridden out (Redis is both the queue and the job store):
 - a job never goes back to the broker while Redis is down. Its record writes wait for Redis (up
@@ -205,16 +208,17 @@ class Runtime:
     def _finish(
         self, job: Job, target: str | None, record: dict[str, Any], keep: int, fields: list[Any]
     ) -> None:
-        keys = [job.key] if target is None else [job.key, target]
+        keys = [job.key, jobs.PENDING] if target is None else [job.key, jobs.PENDING, target]
+        args = [job.id, jobs.dumps(record), keep, *fields]
         try:
-            self._patiently(
-                job,
-                "record the outcome",
-                lambda: self.finish_script(keys=keys, args=[jobs.dumps(record), keep, *fields]),
+            finished = self._patiently(
+                job, "record the outcome", lambda: self.finish_script(keys=keys, args=args)
             )
         except RedisError as exc:
             logger.warning("job %s: cannot record the outcome, requeued: %s", job.id, exc)
             raise Reject(str(exc), requeue=True) from exc
+        if not finished:
+            logger.info("job %s was finished by another delivery: this outcome is dropped", job.id)
 
     def _patiently(self, job: Job, what: str, call: Callable[[], Any]) -> Any:
         """call(), waiting for Redis while it does not answer, up to redis_outage_seconds."""
@@ -251,44 +255,30 @@ EXIT_REDIS_AWAY = 3
 ENV_PREFIX = "ASYNC_WORKER_"  # WorkerSettings' prefix: the healthcheck's argument
 
 
-def heartbeat_step(settings: WorkerSettings) -> type[bootsteps.StartStopStep]:
-    """A consumer bootstep that beats the worker's heartbeat from Celery's event loop.
+Routine = Callable[[Any], Callable[[], None]]
+
+
+def consumer_routine(seconds: float, routine: Routine, at_start: bool = False) -> type[Any]:
+    """A consumer bootstep that runs routine(consumer)() every `seconds` on Celery's event loop.
 
     Started once the consumer consumes (after the Tasks step), stopped when it loses its
-    connection (the blueprint restarts then), so no beat while Celery reconnects. Each beat
-    first PINGs Redis through the consumer's channel: a connection error raised in an event
-    loop timer propagates (the hub's propagate_errors), and Celery restarts the consumer.
+    connection (the blueprint restarts it then), so it never runs while Celery reconnects. An
+    error it raises propagates (the hub's propagate_errors) and Celery restarts the consumer.
     """
-    heartbeat = Heartbeat(ENV_PREFIX, settings.heartbeat_seconds)
 
-    class ConsumerHeartbeat(bootsteps.StartStopStep):
+    class ConsumerRoutine(bootsteps.StartStopStep):
         requires = ("celery.worker.consumer.tasks:Tasks",)
+        name = f"asynchronous.{routine.__name__}"
 
         def __init__(self, parent: Any, **kwargs: Any) -> None:
             super().__init__(parent, **kwargs)
             self.timer: Any = None
 
         def start(self, c: Any) -> None:
-            channel = c.task_consumer.channel
-            stalled = [0]
-
-            def beat() -> None:
-                # A pooled connection, the kind acks use (channel.client's is busy with BRPOP).
-                with channel.conn_or_acquire() as client:
-                    client.ping()
-                if channel.qos.can_consume() or state.reserved_requests:
-                    stalled[0] = 0
-                    heartbeat.beat()
-                    return
-                # All credit held, yet no task holds a message: an ack or reject failed (Redis
-                # went away in between). Twice in a row, so not the instant between a task's
-                # end and its ack (threads pool). A new connection brings fresh credit.
-                stalled[0] += 1
-                if stalled[0] >= 2:
-                    raise ConnectionError("prefetch credit held by no task: reconnecting")
-
-            beat()
-            self.timer = c.timer.call_repeatedly(heartbeat.seconds, beat)
+            run = routine(c)
+            if at_start:
+                run()
+            self.timer = c.timer.call_repeatedly(seconds, run)
 
         def stop(self, c: Any) -> None:
             if self.timer is not None:
@@ -297,7 +287,72 @@ def heartbeat_step(settings: WorkerSettings) -> type[bootsteps.StartStopStep]:
 
         shutdown = stop
 
-    return ConsumerHeartbeat
+    return ConsumerRoutine
+
+
+def heartbeat(settings: WorkerSettings) -> type[Any]:
+    """Beats the worker's heartbeat while its consumer consumes.
+
+    Each beat first PINGs Redis through the consumer's channel: a PING that fails raises into
+    the event loop, and Celery reconnects at once.
+    """
+    beats = Heartbeat(ENV_PREFIX, settings.heartbeat_seconds)
+
+    def beat_from(c: Any) -> Callable[[], None]:
+        channel = c.task_consumer.channel
+        stalled = [0]
+
+        def beat() -> None:
+            # A pooled connection, the kind acks use (channel.client's is busy with BRPOP).
+            with channel.conn_or_acquire() as client:
+                client.ping()
+            if channel.qos.can_consume() or state.reserved_requests:
+                stalled[0] = 0
+                beats.beat()
+                return
+            # All credit held, yet no task holds a message: an ack or reject failed (Redis
+            # went away in between). Twice in a row, so not the instant between a task's
+            # end and its ack (threads pool). A new connection brings fresh credit.
+            stalled[0] += 1
+            if stalled[0] >= 2:
+                raise ConnectionError("prefetch credit held by no task: reconnecting")
+
+        return beat
+
+    return consumer_routine(beats.seconds, beat_from, at_start=True)
+
+
+def lost_message_sweeper(settings: WorkerSettings) -> type[Any]:
+    """Runs jobs.sweep every sweep_seconds.
+
+    Each worker tries; a lock lets one of them sweep per interval (a sweep that finds a job
+    missing reads every queued message). Correct without it too: a job's message is queued
+    again by an atomic script, once, however many sweeps found it missing.
+    """
+    lock_ms = int(settings.sweep_seconds * 1000)
+
+    def sweep_from(c: Any) -> Callable[[], None]:
+        channel = c.task_consumer.channel
+
+        def sweep() -> None:
+            try:
+                with channel.conn_or_acquire() as client:
+                    if not client.set(jobs.SWEEPING, c.hostname, nx=True, px=lock_ms):
+                        return  # another worker sweeps this time
+                    queued, missing = jobs.sweep(
+                        client, settings.queue, settings.lost_after_seconds
+                    )
+            except RedisError as exc:  # the heartbeat's PING reconnects; try next time
+                logger.warning("cannot look for lost jobs: %s", exc)
+                return
+            if queued:
+                logger.warning("queued %d jobs again: their message was lost", queued)
+            elif missing:
+                logger.info("%d jobs' message missing: queued again if still so", missing)
+
+        return sweep
+
+    return consumer_routine(settings.sweep_seconds, sweep_from)
 
 
 def create_celery(settings: WorkerSettings, runtime: Runtime | None = None) -> Celery:
@@ -324,9 +379,12 @@ def create_celery(settings: WorkerSettings, runtime: Runtime | None = None) -> C
         worker_enable_remote_control=False,
         worker_hijack_root_logger=False,
     )
-    app.steps["consumer"].add(heartbeat_step(settings))
+    app.steps["consumer"].add(heartbeat(settings))
+    app.steps["consumer"].add(lost_message_sweeper(settings))
 
-    @app.task(bind=True, name=jobs.TASK_NAME, max_retries=None)
+    # shared=False: the task belongs to this app alone (Celery's default also registers it with
+    # every app made later, where a second app's task would call the first one's runtime).
+    @app.task(bind=True, name=jobs.TASK_NAME, max_retries=None, shared=False)
     def predict(self: Task, job_id: str, rows: list[list[float]], request_id: str) -> None:
         runtime.run(self, Job(job_id, rows, request_id, worker=self.request.hostname))
 

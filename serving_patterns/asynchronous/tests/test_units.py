@@ -4,26 +4,24 @@ the worker's handling of its own bugs."""
 import json
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery import Celery
 from celery.exceptions import Reject
+from celery.result import EagerResult
 from pydantic import ValidationError
 from redis import Redis
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 from sqlalchemy.exc import ArgumentError
 
 from serving_patterns.asynchronous import jobs, worker
 from serving_patterns.asynchronous.settings import SinkSettings, WorkerSettings
 from serving_patterns.asynchronous.sink import connect, inferences, write
 from serving_patterns.asynchronous.sink import run as run_sink
-from serving_patterns.asynchronous.worker import Job, Runtime
-from shared.localmode import RedisServer
-from shared.testing import wait_until
+from serving_patterns.asynchronous.worker import Runtime
+from shared.testing import RedisServer, wait_until
 
 MODEL_DIR = Path(__file__).resolve().parents[3] / "models" / "iris"
 
@@ -61,25 +59,6 @@ def _record(job_id: str) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    name = f"async_sink_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(
-        "postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT"
-    )
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # no PostgreSQL on this machine: say so rather than fail
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 not usable: {exc}")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sink_keeps_one_row_per_job_when_a_batch_is_written_twice(
     backend: str, tmp_path, request: pytest.FixtureRequest
@@ -111,12 +90,8 @@ def test_worker_settings_refuse_a_restore_interval_longer_than_the_visibility_ti
 
 
 @pytest.fixture
-def store() -> Iterator[Redis]:
-    server = RedisServer(["redis-server"], None)
-    try:
-        yield Redis.from_url(server.url, decode_responses=True)
-    finally:
-        server.close()
+def store(redis_server: RedisServer) -> Redis:
+    return Redis.from_url(redis_server.url, decode_responses=True)
 
 
 def _runtime(store: Redis, **settings: Any) -> Runtime:
@@ -124,11 +99,20 @@ def _runtime(store: Redis, **settings: Any) -> Runtime:
     return Runtime(WorkerSettings(model_dir=str(MODEL_DIR), redis_url=url, **settings))
 
 
-def _submitted(store: Redis, job_id: str) -> Job:
-    """A job as the proxy leaves it: its record pending, its message on the way to a worker."""
+def _submitted(store: Redis, job_id: str, queue: str = "queue") -> str:
+    """Submit a job as the proxy does: its record pending, its message queued. The message."""
+    message = jobs.task_message(queue, job_id, [ROW], "r1")
     submit = store.register_script(jobs.SUBMIT)
-    submit(keys=["queue", jobs.job_key(job_id)], args=[10, 60, "message", "r1", 1767225600.0])
-    return Job(job_id, [ROW], "r1", worker="worker@w1")
+    keys = [queue, jobs.job_key(job_id), jobs.PENDING]
+    assert submit(keys=keys, args=[10, 60, message, "r1", 1767225600.0, job_id]) > 0
+    return message
+
+
+def _run(runtime: Runtime, job_id: str) -> EagerResult:
+    """The worker's real Celery task, run in this process (as a worker runs it, minus the queue)."""
+    app = worker.create_celery(runtime.settings, runtime)
+    kwargs = {"job_id": job_id, "rows": [ROW], "request_id": "r1"}
+    return app.tasks[jobs.TASK_NAME].apply(kwargs=kwargs)
 
 
 def _dead_letters(store: Redis) -> list[dict[str, Any]]:
@@ -138,12 +122,13 @@ def _dead_letters(store: Redis) -> list[dict[str, Any]]:
 def test_a_bug_after_the_prediction_fails_the_job_with_its_reason_instead_of_leaving_it_pending(
     store: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job, runtime = _submitted(store, "j1"), _runtime(store)
+    _submitted(store, "j1")
+    runtime = _runtime(store)
     runtime.load()
     # Something the job record cannot hold: the bug is in the worker's code, not the model.
     monkeypatch.setattr(runtime, "predict", lambda rows: [{"label": object()}])
 
-    runtime.run(task=Any, job=job)  # type: ignore[arg-type]
+    assert _run(runtime, "j1").state == "SUCCESS"  # acknowledged: the job's outcome is recorded
 
     record = store.hgetall(jobs.job_key("j1"))
     assert record["status"] == "failed"
@@ -154,13 +139,14 @@ def test_a_bug_after_the_prediction_fails_the_job_with_its_reason_instead_of_lea
 def test_a_worker_that_cannot_load_its_model_gives_the_job_back_uncounted(
     store: Redis, tmp_path: Path
 ) -> None:
-    job, runtime = _submitted(store, "j1"), _runtime(store)
+    _submitted(store, "j1")
+    runtime = _runtime(store)
     runtime.settings = WorkerSettings(model_dir=str(tmp_path / "missing"))
 
-    with pytest.raises(Reject) as rejected:
-        runtime.run(task=Any, job=job)  # type: ignore[arg-type]
+    result = _run(runtime, "j1")
 
-    assert rejected.value.requeue is True  # back on the queue, not acknowledged as done
+    assert result.state == "REJECTED"
+    assert isinstance(result.result, Reject) and result.result.requeue is True  # back on the queue
     record = store.hgetall(jobs.job_key("j1"))
     assert (record["status"], record["attempts"]) == ("pending", "0")
 
@@ -170,7 +156,8 @@ def test_a_job_waits_for_redis_then_the_worker_exits_non_zero_instead_of_giving_
 ) -> None:
     # A reject or an ack needs Redis too, and one that fails leaves the consumer stuck: past
     # the wait the process ends, and the message comes back after the visibility timeout.
-    job, runtime = _submitted(store, "j1"), _runtime(store, redis_outage_seconds=0.5)
+    _submitted(store, "j1")
+    runtime = _runtime(store, redis_outage_seconds=0.5)
     runtime.load()
     store.shutdown(nosave=True)
     exits: list[int] = []
@@ -182,7 +169,7 @@ def test_a_job_waits_for_redis_then_the_worker_exits_non_zero_instead_of_giving_
     monkeypatch.setattr(worker.os, "_exit", exit_)
     started = time.monotonic()
     with pytest.raises(SystemExit):
-        runtime.run(task=Any, job=job)  # type: ignore[arg-type]
+        _run(runtime, "j1")
 
     assert exits == [worker.EXIT_REDIS_AWAY] and worker.EXIT_REDIS_AWAY != 0
     assert time.monotonic() - started >= 0.5  # it waited for Redis first
@@ -192,20 +179,23 @@ def test_a_second_finish_of_the_same_job_changes_nothing(store: Redis) -> None:
     # Two workers can hold one job (a visibility timeout shorter than the job): first one wins.
     _submitted(store, "j1")
     finish = store.register_script(jobs.FINISH)
-    key = jobs.job_key("j1")
+    key, keys = jobs.job_key("j1"), [jobs.job_key("j1"), jobs.PENDING, jobs.RESULTS]
 
-    first = finish(keys=[key, jobs.RESULTS], args=['{"n":1}', 0, "status", "done", "worker", "a"])
-    second = finish(keys=[key, jobs.RESULTS], args=['{"n":2}', 0, "status", "done", "worker", "b"])
+    first = finish(keys=keys, args=["j1", '{"n":1}', 0, "status", "done", "worker", "a"])
+    second = finish(keys=keys, args=["j1", '{"n":2}', 0, "status", "done", "worker", "b"])
 
     assert (first, second) == (1, 0)
     assert store.hget(key, "worker") == "a"
     assert store.lrange(jobs.RESULTS, 0, -1) == ['{"n":1}']
+    assert not store.hexists(key, "message")  # a finished job's record drops its input
+    assert not store.sismember(jobs.PENDING, "j1")
 
 
 def test_without_a_sink_finished_jobs_are_recorded_but_not_queued_for_it(store: Redis) -> None:
-    job, runtime = _submitted(store, "j1"), _runtime(store, results_to_sink=False)
+    _submitted(store, "j1")
+    runtime = _runtime(store, results_to_sink=False)
 
-    runtime.run(task=Any, job=job)  # type: ignore[arg-type]
+    _run(runtime, "j1")
 
     assert store.hget(jobs.job_key("j1"), "status") == "done"
     assert store.llen(jobs.RESULTS) == 0
@@ -214,10 +204,11 @@ def test_without_a_sink_finished_jobs_are_recorded_but_not_queued_for_it(store: 
 def test_a_job_whose_worker_died_on_the_last_attempt_shows_the_same_count_everywhere(
     store: Redis,
 ) -> None:
-    job, runtime = _submitted(store, "j1"), _runtime(store, max_attempts=3)
+    _submitted(store, "j1")
+    runtime = _runtime(store, max_attempts=3)
     store.hset(jobs.job_key("j1"), "attempts", 3)  # attempt 3 started, its worker was killed
 
-    runtime.run(task=Any, job=job)  # type: ignore[arg-type]
+    _run(runtime, "j1")
 
     record = store.hgetall(jobs.job_key("j1"))
     assert (record["status"], record["attempts"]) == ("failed", "3")
@@ -258,3 +249,90 @@ def test_the_sink_stops_on_a_database_url_that_can_never_work(store: Redis) -> N
 
     with pytest.raises(ArgumentError, match="postgressql"):
         run_sink(settings, threading.Event())
+
+
+def _sweep(store: Redis, lost_after_seconds: float = 0) -> list[int]:
+    """One sweep, with a chunk of 2 messages: [jobs queued again, jobs whose message is missing]."""
+    return jobs.sweep(store, "queue", lost_after_seconds, chunk=2)
+
+
+def _taken(store: Redis, tag: str | None = None) -> str:
+    """A worker takes the oldest message (BRPOP); with a tag, kombu records it as unacked."""
+    _, message = store.brpop(["queue"], timeout=1)
+    if tag is not None:  # kombu's record of it: [message, exchange, routing key], re-encoded
+        store.hset(jobs.UNACKED, tag, json.dumps([json.loads(message), "", "queue"]))
+    return message
+
+
+def test_a_job_whose_message_was_taken_but_never_recorded_is_queued_again_once(
+    store: Redis,
+) -> None:
+    message = _submitted(store, "j1")
+    _taken(store)  # kombu's window: popped, then Redis stopped before it was recorded
+
+    first = _sweep(store)  # missing once may be the instant between kombu's two calls
+    second = _sweep(store)
+    third = _sweep(store)
+
+    assert (first, second, third) == ([0, 1], [1, 0], [0, 0])
+    [again] = store.lrange("queue", 0, -1)
+    # The same task, with a delivery tag of its own.
+    assert json.loads(again)["body"] == json.loads(message)["body"]
+    assert json.loads(again)["properties"]["delivery_tag"] == "j1-requeued-1"
+    assert store.hget(jobs.job_key("j1"), "requeued") == "1"
+
+
+def test_a_missing_message_is_queued_again_only_after_the_grace(store: Redis) -> None:
+    _submitted(store, "j1")
+    _taken(store)
+
+    assert _sweep(store, lost_after_seconds=60) == [0, 1]
+    assert _sweep(store, lost_after_seconds=60) == [0, 1]
+    assert store.llen("queue") == 0
+
+
+def test_a_message_found_again_clears_its_job_from_the_missing(store: Redis) -> None:
+    _submitted(store, "j1")
+    _submitted(store, "j2")
+    message = _taken(store)
+    _taken(store)
+    assert _sweep(store, lost_after_seconds=60) == [0, 2]
+
+    store.rpush("queue", message)  # j1's was in the instant between kombu's two calls after all
+
+    assert _sweep(store, lost_after_seconds=60) == [0, 1]
+    assert store.hkeys(jobs.MISSING) == ["j2"]
+
+
+def test_jobs_whose_message_is_queued_or_held_by_a_worker_are_left_alone(store: Redis) -> None:
+    for job_id in ("held", "lost", "done", *(f"queued-{i}" for i in range(5))):
+        _submitted(store, job_id)
+    _taken(store, tag="tag-1")  # a worker holds "held", unacknowledged
+    _taken(store)  # "lost" popped, never recorded
+    _taken(store)  # "done" taken, finished and acknowledged:
+    finish = store.register_script(jobs.FINISH)
+    finish(keys=[jobs.job_key("done"), jobs.PENDING], args=["done", "{}", 0, "status", "done"])
+
+    assert _sweep(store) == [0, 1]  # only "lost" is missing (the queue read 2 at a time)
+    assert store.smembers(jobs.PENDING) == {"held", "lost", *(f"queued-{i}" for i in range(5))}
+    assert store.hkeys(jobs.MISSING) == ["lost"]
+
+
+def test_sweeping_reads_no_message_while_every_pending_job_has_one(store: Redis) -> None:
+    for i in range(3):
+        _submitted(store, f"j{i}")
+    _taken(store, tag="tag-1")
+
+    store.hset(jobs.MISSING, "j0", 0)  # a job that went missing for an instant, long ago
+
+    assert _sweep(store) == [0, 0]
+    assert not store.exists(jobs.MISSING)
+
+
+def test_an_expired_job_leaves_the_pending_set_at_the_next_sweep(store: Redis) -> None:
+    _submitted(store, "j1")
+    _taken(store)
+    store.delete(jobs.job_key("j1"))  # its TTL ran out
+
+    assert _sweep(store) == [0, 0]
+    assert store.scard(jobs.PENDING) == 0

@@ -241,7 +241,7 @@ def test_health_fails_while_the_predictor_client_holds_leaked_connections(
 ) -> None:
     with webapp(stand_in.url) as client:
         predictor = client.app.state.predictor  # type: ignore[attr-defined]
-        predictor.leak_grace_seconds = 0
+        predictor.leaks.grace_seconds = 0
         healthy = client.get("/health")
         predictor.http._transport._pool._connections.append(OrphanedConnection())
         unhealthy = client.get("/health")
