@@ -16,6 +16,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 from shared.localmode import LocalPattern, NoPostgres
+from shared.localmode import RedisServer as RedisServer  # for the tests: redis_server's type
 
 if TYPE_CHECKING:  # imported where used: benchmarks need these helpers, not Starlette's client
     from fastapi import FastAPI
