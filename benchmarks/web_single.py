@@ -1,53 +1,92 @@
-"""Web single POST /predict (one row) against a bare FastAPI endpoint returning a constant.
+"""Web single POST /predict (one row): the pattern, the same service with /predict routed two
+other ways (benchmarks.route_variants), and a bare FastAPI endpoint returning a constant.
 
-Both run as one uvicorn worker with the same flags; wrk holds 32 connections. The rounds
-alternate between the two so that drift in the machine's speed hits both alike; the median
-round counts. Target (issue 2): predict throughput >= 0.75 x the constant's, predict p99 <= 10 ms.
+Each runs as one uvicorn worker with the command the pattern's image runs (--factory, --http
+shared.server:Protocol, no access log); wrk holds 32 connections. The rounds go through the
+servers in turn, the order reversed every other round (ABC CBA ...), so that drift in the
+machine's speed hits all alike; the median round counts. Besides wrk's figures, each server's
+CPU time per request: on a machine shared with other work, requests/s measures the share of
+the CPU the server got as much as the server, its CPU time per request much less so.
+
+Targets (issue 2): predict throughput >= 0.75 x the constant's, predict p99 <= 10 ms. The
+ordinary route would replace the hot one within 5% of its requests/s (issue 7; CONTRIBUTING.md,
+"Model server routes").
 """
 
+import os
 import statistics
 import time
+from dataclasses import dataclass
 
-from benchmarks.wrk import Result, answers, post, uvicorn
-from shared.localmode import REPO_ROOT, free_port
-from shared.testing import pattern_running, wait_until
+from benchmarks.wrk import Result, answers, cpu_seconds, post, uvicorn
+from shared.localmode import free_port
+from shared.testing import wait_until
 
-ROUNDS = 3
-SECONDS = 10
+ROUNDS = 5
+SECONDS = 8
 BODY = '{"data": [[5.1, 3.5, 1.4, 0.2]]}'
 
 
+@dataclass(frozen=True)
+class Server:
+    label: str
+    app: str
+    factory: bool = True
+
+
+SERVERS = {
+    "constant": Server("bare FastAPI, constant JSON", "benchmarks.constant_app:app", False),
+    "predict": Server(
+        "web single /predict (hot route)", "serving_patterns.web_single.app:create_app"
+    ),
+    "ordinary": Server("  ordinary @app.post route", "benchmarks.route_variants:ordinary"),
+    "pydantic": Server("  pydantic body parameter", "benchmarks.route_variants:pydantic"),
+}
+
+
 def main() -> bool:
-    port = free_port()
-    baseline = uvicorn("benchmarks.constant_app:app", port)
-    constant_url = f"http://127.0.0.1:{port}/predict"
+    procs, urls = {}, {}
     try:
-        with pattern_running(REPO_ROOT / "serving_patterns" / "web_single") as pattern:
-            predict_url = f"{pattern.url('api')}/predict"
-            wait_until(
-                lambda: answers(constant_url, BODY, 200), timeout=30, what="the constant app"
-            )
-            runs: dict[str, list[Result]] = {"constant": [], "predict": []}
-            for _ in range(ROUNDS):
-                for name, url in (("constant", constant_url), ("predict", predict_url)):
-                    post(url, BODY, seconds=2)  # warm-up
-                    runs[name].append(post(url, BODY, seconds=SECONDS))
-                    time.sleep(1)
+        for name, server in SERVERS.items():
+            port = free_port()
+            procs[name] = uvicorn(server.app, port, factory=server.factory)
+            urls[name] = f"http://127.0.0.1:{port}/predict"
+        for name, url in urls.items():
+            wait_until(lambda url=url: answers(url, BODY, 200), timeout=60, what=name)
+        load_before = os.getloadavg()[0]
+        runs: dict[str, list[Result]] = {name: [] for name in SERVERS}
+        cpu_us: dict[str, list[float]] = {name: [] for name in SERVERS}
+        for round_ in range(ROUNDS):
+            for name in list(SERVERS)[:: 1 if round_ % 2 == 0 else -1]:
+                post(urls[name], BODY, seconds=2)  # warm-up
+                used = cpu_seconds(procs[name].pid)
+                result = post(urls[name], BODY, seconds=SECONDS)
+                used = cpu_seconds(procs[name].pid) - used
+                runs[name].append(result)
+                cpu_us[name].append(used / max(result.requests, 1) * 1e6)
+                time.sleep(1)
+        load_after = os.getloadavg()[0]
     finally:
-        baseline.terminate()
-        baseline.wait()
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait()
 
     med = {name: statistics.median(r.rps for r in results) for name, results in runs.items()}
     p99 = {name: statistics.median(r.p99_ms for r in results) for name, results in runs.items()}
+    cpu = {name: statistics.median(values) for name, values in cpu_us.items()}
     errors = sum(r.errors for results in runs.values() for r in results)
+    print(f"{'endpoint':<36}{'req/s':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'vs hot':>8}")
+    for name, server in SERVERS.items():
+        versus = f"{med[name] / med['predict']:.2f}" if name in ("ordinary", "pydantic") else ""
+        print(f"{server.label:<36}{med[name]:>9.0f}{p99[name]:>9.2f}{cpu[name]:>12.0f}{versus:>8}")
     ratio = med["predict"] / med["constant"]
-    print(f"{'endpoint':<34}{'req/s':>10}{'p99 ms':>10}")
-    print(f"{'bare FastAPI, constant JSON':<34}{med['constant']:>10.0f}{p99['constant']:>10.2f}")
-    print(f"{'web single /predict, one row':<34}{med['predict']:>10.0f}{p99['predict']:>10.2f}")
     met = ratio >= 0.75 and p99["predict"] <= 10 and errors == 0
     print(
         f"ratio {ratio:.2f} (target >= 0.75), predict p99 {p99['predict']:.2f} ms (target <= 10), "
         f"errors {errors}: {'MET' if met else 'NOT MET'}"
     )
-    print(f"({ROUNDS} alternating rounds of {SECONDS}s, median; wrk -t2 -c32)")
+    print(
+        f"({ROUNDS} rounds of {SECONDS}s in alternating order, median; wrk -t2 -c32; "
+        f"load average {load_before:.1f} before, {load_after:.1f} after)"
+    )
     return met

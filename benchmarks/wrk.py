@@ -1,5 +1,6 @@
 """Drive wrk (a C load generator, so the client is not the bottleneck) and read its figures."""
 
+import os
 import re
 import subprocess
 import sys
@@ -18,6 +19,14 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int  # non-2xx answers and socket errors
+    requests: int = 0  # answered in the run
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far: its cost per request does not
+    depend on how many other processes share the machine, as its requests/s does."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def post(
@@ -55,6 +64,7 @@ def post(
         p99_ms=_ms(_find(r"^\s+99%\s+(\S+)", out)),
         errors=(int(non_2xx.group(1)) if non_2xx else 0)
         + (sum(map(int, sockets.groups())) if sockets else 0),
+        requests=int(_find(r"(\d+) requests in", out)),
     )
 
 
@@ -79,11 +89,14 @@ def answers(url: str, body: str, status: int) -> bool:
     return response.status_code == status
 
 
-def uvicorn(app: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """A baseline app as one uvicorn worker, with the flags the patterns' services use."""
+def uvicorn(
+    app: str, port: int, env: dict[str, str] | None = None, factory: bool = False
+) -> subprocess.Popen[bytes]:
+    """An app as one uvicorn worker, with the flags the patterns' services use."""
     return subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log",
-         "--log-level", "warning", "--http", "shared.server:Protocol"],
+        [sys.executable, "-m", "uvicorn", app, *(["--factory"] if factory else []),
+         "--port", str(port), "--no-access-log", "--log-level", "warning",
+         "--http", "shared.server:Protocol"],
         cwd=REPO_ROOT,
         env=env,
     )  # fmt: skip
