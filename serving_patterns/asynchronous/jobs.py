@@ -140,7 +140,13 @@ def sweep(redis: Redis, queue: str, lost_after_seconds: float, chunk: int = 1000
     between: the queue from its head, where workers do not take, then the unacked hash, where a
     message taken meanwhile has gone. A job whose message was seen in neither place is missing.
     """
-    pending, queued, unacked = redis.pipeline().scard(PENDING).llen(queue).hlen(UNACKED).execute()
+    # One statement per command: redis-py types a pipeline's commands as the client's, returning
+    # the reply, so a chain (scard(...).llen(...)) does not type-check although it runs.
+    pipe = redis.pipeline()
+    pipe.scard(PENDING)
+    pipe.llen(queue)
+    pipe.hlen(UNACKED)
+    pending, queued, unacked = pipe.execute()
     if pending <= queued + unacked:
         redis.delete(MISSING)
         return [0, 0]

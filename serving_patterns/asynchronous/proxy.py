@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 from fastapi import FastAPI, HTTPException, Query
 from fastapi import Path as PathParam
@@ -250,7 +250,8 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
     )
     async def job(job_id: Annotated[str, PathParam(max_length=64)]) -> JobStatus:
         async with redis_call():
-            values = await redis.hmget(jobs.job_key(job_id), JOB_FIELDS)
+            # bytes: the pool does not decode responses (redis-py's types say bytes | str).
+            values = cast(list[bytes | None], await redis.hmget(jobs.job_key(job_id), JOB_FIELDS))
         fields = {k: v.decode() for k, v in zip(JOB_FIELDS, values, strict=True) if v is not None}
         if not fields:
             raise HTTPException(404, f"no job {job_id}: never submitted, or expired")

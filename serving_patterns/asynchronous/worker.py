@@ -229,7 +229,8 @@ class Runtime:
             return next(intervals)
 
         try:
-            return retry_over_time(
+            # kombu ships py.typed but leaves retry_over_time unannotated.
+            return retry_over_time(  # type: ignore[no-untyped-call]
                 call,
                 (ConnectionError, TimeoutError),
                 errback=waiting,
@@ -266,7 +267,7 @@ def consumer_routine(seconds: float, routine: Routine, at_start: bool = False) -
     error it raises propagates (the hub's propagate_errors) and Celery restarts the consumer.
     """
 
-    class ConsumerRoutine(bootsteps.StartStopStep):
+    class ConsumerRoutine(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery is untyped
         requires = ("celery.worker.consumer.tasks:Tasks",)
         name = f"asynchronous.{routine.__name__}"
 
@@ -384,7 +385,10 @@ def create_celery(settings: WorkerSettings, runtime: Runtime | None = None) -> C
 
     # shared=False: the task belongs to this app alone (Celery's default also registers it with
     # every app made later, where a second app's task would call the first one's runtime).
-    @app.task(bind=True, name=jobs.TASK_NAME, max_retries=None, shared=False)
+    # Celery is untyped: its decorator makes the task untyped too.
+    @app.task(  # type: ignore[untyped-decorator]
+        bind=True, name=jobs.TASK_NAME, max_retries=None, shared=False
+    )
     def predict(self: Task, job_id: str, rows: list[list[float]], request_id: str) -> None:
         runtime.run(self, Job(job_id, rows, request_id, worker=self.request.hostname))
 
@@ -397,7 +401,8 @@ def main() -> None:
     app = create_celery(settings, runtime)
     name = f"worker@{os.environ.get('HOSTNAME') or socket.gethostname()}"
 
-    @signals.setup_logging.connect(weak=False)
+    # Celery is untyped: its signals' decorators make the handlers untyped too.
+    @signals.setup_logging.connect(weak=False)  # type: ignore[untyped-decorator]
     def json_logs(**_: Any) -> None:
         configure_logging("asynchronous-worker", settings.log_level)
         logging.captureWarnings(True)
@@ -407,11 +412,11 @@ def main() -> None:
         for chatty in ("celery.worker.strategy", "celery.app.trace"):
             logging.getLogger(chatty).setLevel(quiet)
 
-    @signals.task_prerun.connect(weak=False)
+    @signals.task_prerun.connect(weak=False)  # type: ignore[untyped-decorator]
     def carry_request_id(task: Task, kwargs: dict[str, Any], **_: Any) -> None:
         task.request.request_id_token = request_id_var.set(kwargs.get("request_id", "-"))
 
-    @signals.task_postrun.connect(weak=False)
+    @signals.task_postrun.connect(weak=False)  # type: ignore[untyped-decorator]
     def drop_request_id(task: Task, **_: Any) -> None:
         token = getattr(task.request, "request_id_token", None)
         if token is not None:

@@ -48,7 +48,9 @@ def test_submit_answers_202_with_a_job_id_and_queues_the_job_with_its_record(
     assert body["status"] == "pending"
     assert body["request_id"] == "sub-1"
     store = redis.Redis.from_url(server.url)
-    queued = json.loads(store.lindex("predictions", 0))
+    message = store.lindex("predictions", 0)
+    assert message is not None
+    queued = json.loads(message)
     assert queued["headers"]["id"] == body["job_id"]
     assert json.loads(queued["body"])[1]["rows"] == [SETOSA]
     assert store.ttl(jobs.job_key(body["job_id"])) > 0  # records expire
@@ -232,7 +234,7 @@ def test_a_submit_sent_twice_by_a_retry_is_recorded_once(server: RedisServer) ->
     job_id = jobs.new_job_id()
     message = jobs.task_message("predictions", job_id, [SETOSA], "r")
     keys = ["predictions", jobs.job_key(job_id), jobs.PENDING]
-    args = [10, 60, message, "r", time.time(), job_id]
+    args: list[str | float] = [10, 60, message, "r", time.time(), job_id]
 
     first = submit(keys=keys, args=args)
     store.hset(jobs.job_key(job_id), "attempts", 1)  # a worker started it meanwhile

@@ -2,6 +2,7 @@
 the worker's handling of its own bugs."""
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def _record(job_id: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sink_keeps_one_row_per_job_when_a_batch_is_written_twice(
-    backend: str, tmp_path, request: pytest.FixtureRequest
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     url = (
         f"sqlite:///{tmp_path}/db/inferences.db"
@@ -132,7 +133,8 @@ def test_a_bug_after_the_prediction_fails_the_job_with_its_reason_instead_of_lea
 
     record = store.hgetall(jobs.job_key("j1"))
     assert record["status"] == "failed"
-    assert record["error"].startswith("internal error: TypeError")
+    error = record["error"]
+    assert isinstance(error, str) and error.startswith("internal error: TypeError")
     assert [letter["job_id"] for letter in _dead_letters(store)] == ["j1"]
 
 
@@ -166,7 +168,7 @@ def test_a_job_waits_for_redis_then_the_worker_exits_non_zero_instead_of_giving_
         exits.append(code)
         raise SystemExit(code)
 
-    monkeypatch.setattr(worker.os, "_exit", exit_)
+    monkeypatch.setattr(os, "_exit", exit_)  # the worker's way out
     started = time.monotonic()
     with pytest.raises(SystemExit):
         _run(runtime, "j1")
@@ -258,7 +260,10 @@ def _sweep(store: Redis, lost_after_seconds: float = 0) -> list[int]:
 
 def _taken(store: Redis, tag: str | None = None) -> str:
     """A worker takes the oldest message (BRPOP); with a tag, kombu records it as unacked."""
-    _, message = store.brpop(["queue"], timeout=1)
+    popped = store.brpop(["queue"], timeout=1)
+    assert popped is not None
+    _, message = popped
+    assert isinstance(message, str)  # the store decodes responses
     if tag is not None:  # kombu's record of it: [message, exchange, routing key], re-encoded
         store.hset(jobs.UNACKED, tag, json.dumps([json.loads(message), "", "queue"]))
     return message
