@@ -3,6 +3,7 @@
 import logging
 import sys
 from contextvars import ContextVar
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -17,9 +18,21 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class _JsonLines(logging.StreamHandler[TextIO]):
+    """The handler configure_logging installs: one JSON object per record, on stdout."""
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
-    """Send every log record, uvicorn's and celery's included, to stdout as one JSON object."""
-    handler = logging.StreamHandler(sys.stdout)
+    """Send every log record, uvicorn's and celery's included, to stdout as one JSON object.
+
+    Once per process: the first call configures, later ones (another app made in the same
+    process, a test's) change nothing. It adds its handler to the root logger and removes
+    none, so a handler someone else put there (pytest's caplog) keeps its records.
+    """
+    root = logging.getLogger()
+    if any(isinstance(h, _JsonLines) for h in root.handlers):
+        return
+    handler = _JsonLines(sys.stdout)
     handler.setFormatter(
         JsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
@@ -28,8 +41,7 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         )
     )
     handler.addFilter(RequestIdFilter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level.upper())
     for name in ("uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)

@@ -106,8 +106,9 @@ def create_model_service(
     def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
         return model.loading()
 
-    app = create_service(name, settings, lifespan, description=description)
-    app.state.readiness["model"] = model.readiness
+    app = create_service(
+        name, settings, lifespan, description=description, readiness={"model": model.readiness}
+    )
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:

@@ -3,7 +3,7 @@ back, and once all are held so, it can never send again. A restart is the only c
 service's /health (liveness) fails with the reason, for the orchestrator to restart it.
 
     leaks = LeakWatch("the predictor's client", size=100)
-    app.state.liveness["predictor client"] = lambda: leaks.check(pool_busy - calls_holding)
+    create_service(..., liveness={"predictor client": lambda: leaks.check(busy - calls_holding)})
 """
 
 import time

@@ -11,7 +11,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Generic, TypeVar
 
@@ -272,19 +272,21 @@ def create_service(
     settings: ServiceSettings,
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     description: str = "",
+    readiness: Mapping[str, Check] | None = None,
+    liveness: Mapping[str, Check] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the parts of the API contract that do not depend on the pattern.
 
-    Register readiness checks in app.state.readiness: name -> check returning None when fine,
-    or the reason the service is not ready. Liveness checks (app.state.liveness, same shape)
-    are for states only a restart fixes, such as a client that can no longer send; /health
-    fails while one reports.
+    readiness: name -> check returning None when fine, or the reason the service is not ready
+    (/ready is 503 while one reports: take it out of rotation). liveness: the same, for states
+    only a restart fixes, such as a client that can no longer send (/health is 503 while one
+    reports: restart it). A check may be async. Logging is configured here, for the process.
     """
     configure_logging(name, settings.log_level)
     app = FastAPI(title=name, description=description, lifespan=lifespan)
     app.state.settings = settings
-    app.state.readiness = {}
-    app.state.liveness = {}
+    app.state.readiness = dict(readiness or {})
+    app.state.liveness = dict(liveness or {})
     app.add_middleware(
         ServiceMiddleware,
         service=name,

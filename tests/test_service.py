@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shared.logs import RequestIdFilter
-from shared.service import create_service
+from shared.service import Check, create_service
 from shared.settings import ServiceSettings
 from shared.testing import read_until_closed, requests_counted, served, wait_until
 
@@ -55,14 +55,14 @@ def test_a_body_under_the_limit_passes(client: TestClient) -> None:
     assert response.json() == {"a": "b"}
 
 
-def test_ready_lists_every_failing_check_and_is_503(app: FastAPI, client: TestClient) -> None:
+def test_ready_lists_every_failing_check_and_is_503() -> None:
     async def redis_down() -> str | None:
         return "redis: connection refused"
 
-    app.state.readiness["redis"] = redis_down
-    app.state.readiness["model"] = lambda: None
-
-    response = client.get("/ready")
+    checks: dict[str, Check] = {"redis": redis_down, "model": lambda: None}
+    app = create_service("probe", ServiceSettings(), readiness=checks)
+    with TestClient(app) as client:
+        response = client.get("/ready")
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"

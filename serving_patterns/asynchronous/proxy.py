@@ -143,12 +143,12 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with cards.loading():
-            yield
-        await redis.aclose()
-
-    app = create_service("asynchronous-proxy", settings, lifespan, description=__doc__ or "")
-    app.state.readiness["model_card"] = cards.readiness
+        # The pool connects lazily, on the first call; its connections are closed here.
+        try:
+            async with cards.loading():
+                yield
+        finally:
+            await redis.aclose()
 
     @asynccontextmanager
     async def holding() -> AsyncIterator[None]:
@@ -171,9 +171,15 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         # Connections the pool counts as in use that no request holds: leaked for good.
         return leaks.check(len(pool._in_use_connections) - in_flight)
 
-    app.state.readiness["redis"] = redis_answers
-    app.state.liveness["redis pool"] = redis_pool_sends
-    app.state.redis_pool = pool
+    app = create_service(
+        "asynchronous-proxy",
+        settings,
+        lifespan,
+        description=__doc__ or "",
+        readiness={"model_card": cards.readiness, "redis": redis_answers},
+        liveness={"redis pool": redis_pool_sends},
+    )
+    app.state.redis_pool = pool  # what redis_pool_sends reads (a test fills it)
 
     def card() -> ModelCard:
         return cards.require()

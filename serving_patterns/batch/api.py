@@ -108,8 +108,6 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
-    app = create_service("batch-api", settings, lifespan, description=__doc__ or "")
-
     def ping() -> str | None:
         try:
             with engine.connect() as conn:
@@ -121,7 +119,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     async def database_ready() -> str | None:
         return await asyncio.to_thread(ping)
 
-    app.state.readiness["database"] = database_ready
+    app = create_service(
+        "batch-api",
+        settings,
+        lifespan,
+        description=__doc__ or "",
+        readiness={"database": database_ready},
+    )
 
     @app.exception_handler(DBAPIError)
     async def database_down(request: Request, exc: Exception) -> JSONResponse:

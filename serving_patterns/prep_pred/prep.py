@@ -45,13 +45,21 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
             ) as pred,
         ):
             app.state.pred = pred
-            app.state.liveness["pred client"] = pred.liveness
             yield
 
-    app = create_service("prep", settings, lifespan, description=__doc__ or "")
+    def pred_client_sends() -> str | None:  # runs while the lifespan holds the client
+        return app.state.pred.liveness()  # type: ignore[no-any-return]
+
     # Readiness is prep's own: its preprocessing is loaded. pred being down does not take prep
     # out of rotation, or clients would get connection errors instead of prep's clear 503.
-    app.state.readiness["preprocessing"] = preprocessing.readiness
+    app = create_service(
+        "prep",
+        settings,
+        lifespan,
+        description=__doc__ or "",
+        readiness={"preprocessing": preprocessing.readiness},
+        liveness={"pred client": pred_client_sends},
+    )
 
     def loaded() -> Preprocessor:
         return preprocessing.require()

@@ -136,11 +136,9 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
             settings.max_in_flight,
         ) as predictor:
             app.state.predictor = predictor
-            app.state.liveness["predictor client"] = predictor.liveness
             yield
 
-    app = create_service("synchronous-webapp", settings, lifespan, description=__doc__ or "")
-
+    # Both checks run only while the lifespan holds the client (the app serves then).
     async def predictor_ready() -> str | None:
         try:
             response = await app.state.predictor.call("GET", "/ready")
@@ -148,7 +146,17 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
             return f"{settings.predictor_url}: {exc.detail}"
         return None if response.status_code == 200 else f"predictor not ready: {response.text}"
 
-    app.state.readiness["predictor"] = predictor_ready
+    def predictor_client_sends() -> str | None:
+        return app.state.predictor.liveness()  # type: ignore[no-any-return]
+
+    app = create_service(
+        "synchronous-webapp",
+        settings,
+        lifespan,
+        description=__doc__ or "",
+        readiness={"predictor": predictor_ready},
+        liveness={"predictor client": predictor_client_sends},
+    )
 
     upstream_errors: dict[int | str, dict[str, Any]] = {
         502: {"description": "The predictor gave an answer the web app cannot use"},
