@@ -150,11 +150,11 @@ def _quiet(client: redis.Redis) -> bool:
 def _pattern(workers: int, appendfsync: str = "everysec") -> Figures:
     with pattern_running(
         PATTERN,
-        ASYNC_WORKER_REPLICAS=str(workers),
-        ASYNC_REDIS_APPENDFSYNC=appendfsync,
-        ASYNC_SINK_DATABASE_URL=f"sqlite:///{Path(tempfile.gettempdir())}/bench-{os.getpid()}.db",
-        ASYNC_PROXY_LOG_LEVEL="WARNING",
-        ASYNC_WORKER_LOG_LEVEL="WARNING",
+        ASYNCHRONOUS_WORKER_REPLICAS=str(workers),
+        ASYNCHRONOUS_REDIS_APPENDFSYNC=appendfsync,
+        ASYNCHRONOUS_SINK_DATABASE_URL=f"sqlite:///{Path(tempfile.gettempdir())}/bench-{os.getpid()}.db",
+        ASYNCHRONOUS_PROXY_LOG_LEVEL="WARNING",
+        ASYNCHRONOUS_WORKER_LOG_LEVEL="WARNING",
     ) as pattern:
         client = redis.Redis.from_url(pattern.service_url("redis"))
         wait_until(lambda: httpx2.get(f"{pattern.url('proxy')}/ready").status_code == 200)

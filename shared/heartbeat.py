@@ -5,7 +5,7 @@ worker's consumer reached its broker, the sink drained a batch), never from a si
 thread would beat on while the work is stuck. A loop that stops, stalls or cannot reach what it
 needs stops beating, and the probe fails once the file is older than three beats:
 
-    python -m shared.heartbeat ASYNC_WORKER_      (a compose healthcheck; exit 0 healthy, 1 not)
+    python -m shared.heartbeat ASYNCHRONOUS_WORKER_  # a compose healthcheck: exit 0 healthy, 1 not
 
 The argument is the service's settings prefix: the beat interval is `<PREFIX>HEARTBEAT_SECONDS`
 (default 5), and the file's name is made from the host name and every `<PREFIX>*` variable, so
@@ -57,7 +57,9 @@ class Heartbeat:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        sys.stderr.write("usage: python -m shared.heartbeat SETTINGS_PREFIX (e.g. ASYNC_WORKER_)\n")
+        sys.stderr.write(
+            "usage: python -m shared.heartbeat SETTINGS_PREFIX (e.g. ASYNCHRONOUS_WORKER_)\n"
+        )
         return 2
     prefix = argv[1]
     path, limit = heartbeat_file(prefix), MISSED_BEATS * beat_seconds(prefix)

@@ -14,7 +14,7 @@ QUEUE = "predictions"
 class ProxySettings(ModelServiceSettings):
     """The proxy reads the model card (for /metadata and row checks) but never runs the model."""
 
-    model_config = SettingsConfigDict(env_prefix="ASYNC_PROXY_")
+    model_config = SettingsConfigDict(env_prefix="ASYNCHRONOUS_PROXY_")
 
     redis_url: str = Field(REDIS_URL, description="Redis: the queue (broker) and the job records")
     queue: str = Field(QUEUE, description="Queue (Redis list) the workers consume")
@@ -40,7 +40,7 @@ class ProxySettings(ModelServiceSettings):
 class WorkerSettings(ModelServiceSettings):
     """A Celery worker: takes jobs from the queue, predicts, writes the job record."""
 
-    model_config = SettingsConfigDict(env_prefix="ASYNC_WORKER_")
+    model_config = SettingsConfigDict(env_prefix="ASYNCHRONOUS_WORKER_")
 
     redis_url: str = Field(REDIS_URL, description="Redis: the queue (broker) and the job records")
     queue: str = Field(QUEUE, description="Queue (Redis list) to consume")
@@ -102,7 +102,7 @@ class WorkerSettings(ModelServiceSettings):
 class SinkSettings(ServiceSettings):
     """The result sink: finished predictions from Redis into the inference table."""
 
-    model_config = SettingsConfigDict(env_prefix="ASYNC_SINK_")
+    model_config = SettingsConfigDict(env_prefix="ASYNCHRONOUS_SINK_")
 
     redis_url: str = Field(REDIS_URL, description="Redis, where workers leave finished jobs")
     database_url: str = Field(

@@ -88,7 +88,7 @@ def drain_once(redis: Redis, engine: Engine, batch_size: int) -> int:
     return len(raw)
 
 
-ENV_PREFIX = "ASYNC_SINK_"  # SinkSettings' prefix: the healthcheck's argument
+ENV_PREFIX = "ASYNCHRONOUS_SINK_"  # SinkSettings' prefix: the healthcheck's argument
 
 
 def run(settings: SinkSettings, stop: threading.Event) -> None:

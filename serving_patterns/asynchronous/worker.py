@@ -253,7 +253,7 @@ class Runtime:
 
 
 EXIT_REDIS_AWAY = 3
-ENV_PREFIX = "ASYNC_WORKER_"  # WorkerSettings' prefix: the healthcheck's argument
+ENV_PREFIX = "ASYNCHRONOUS_WORKER_"  # WorkerSettings' prefix: the healthcheck's argument
 
 
 Routine = Callable[[Any], Callable[[], None]]

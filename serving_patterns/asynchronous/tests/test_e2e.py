@@ -52,14 +52,14 @@ def _table(database_url: str) -> list:
 
 
 def _variables(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    return {"ASYNC_SINK_DATABASE_URL": f"sqlite:///{tmp_path}/inferences.db", **overrides}
+    return {"ASYNCHRONOUS_SINK_DATABASE_URL": f"sqlite:///{tmp_path}/inferences.db", **overrides}
 
 
 def test_submit_returns_a_job_id_long_before_the_model_answers_then_polling_shows_the_result(
     tmp_path: Path,
 ) -> None:
     with pattern_running(
-        PATTERN, **_variables(tmp_path, ASYNC_WORKER_MODEL_DELAY_SECONDS="5.0")
+        PATTERN, **_variables(tmp_path, ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="5.0")
     ) as p:
         url = p.url("proxy")
         started = time.perf_counter()
@@ -82,7 +82,9 @@ def test_finished_jobs_land_in_the_inference_table_without_anyone_polling(tmp_pa
         job_ids = {_submit(p.url("proxy"), [SETOSA], request_id=f"table-{i}") for i in range(5)}
         # No GET /jobs: the table is where the results go, and another consumer reads them.
         rows = wait_until(
-            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) == 5 and r,
+            lambda: (
+                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) and len(r) == 5 and r
+            ),
             timeout=20,
             what="five rows in the inference table",
         )
@@ -96,7 +98,9 @@ def test_poison_input_fails_after_the_configured_attempts_into_the_dead_letters(
     tmp_path: Path,
 ) -> None:
     variables = _variables(
-        tmp_path, ASYNC_WORKER_MAX_ATTEMPTS="3", ASYNC_WORKER_RETRY_BACKOFF_SECONDS="0.05"
+        tmp_path,
+        ASYNCHRONOUS_WORKER_MAX_ATTEMPTS="3",
+        ASYNCHRONOUS_WORKER_RETRY_BACKOFF_SECONDS="0.05",
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
@@ -134,23 +138,25 @@ def test_no_job_is_lost_or_finished_twice_when_a_worker_is_killed_holding_jobs(
 ) -> None:
     variables = _variables(
         tmp_path,
-        ASYNC_WORKER_REPLICAS="1",
+        ASYNCHRONOUS_WORKER_REPLICAS="1",
         # The first worker's model is slow enough that the kill always lands while it predicts;
         # the worker started after the kill is fast.
-        ASYNC_WORKER_MODEL_DELAY_SECONDS="60",
-        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="2",
-        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
+        ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="60",
+        ASYNCHRONOUS_WORKER_VISIBILITY_TIMEOUT_SECONDS="2",
+        ASYNCHRONOUS_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
         job_ids = [_submit(url, [SETOSA]) for _ in range(5)]
         held = wait_until(lambda: _running(url, job_ids), timeout=10, what="a job being predicted")
         p.kill("worker", 0)  # SIGKILL: no chance to give its job back
-        p.start_replica("worker", ASYNC_WORKER_MODEL_DELAY_SECONDS="0")
+        p.start_replica("worker", ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="0")
         p.wait_healthy("worker", 1)
         answers = wait_until(lambda: _finished(url, job_ids), timeout=40, what="every job")
         rows = wait_until(
-            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= 5 and r,
+            lambda: (
+                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) and len(r) >= 5 and r
+            ),
             timeout=20,
         )
 
@@ -170,9 +176,9 @@ def test_a_job_whose_message_a_worker_took_but_never_recorded_is_run_once_all_th
     # Here the taker is this test, which pops the message and drops it, before any worker runs.
     variables = _variables(
         tmp_path,
-        ASYNC_WORKER_REPLICAS="0",
-        ASYNC_WORKER_SWEEP_SECONDS="0.2",
-        ASYNC_WORKER_LOST_AFTER_SECONDS="0.5",
+        ASYNCHRONOUS_WORKER_REPLICAS="0",
+        ASYNCHRONOUS_WORKER_SWEEP_SECONDS="0.2",
+        ASYNCHRONOUS_WORKER_LOST_AFTER_SECONDS="0.5",
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
@@ -184,7 +190,9 @@ def test_a_job_whose_message_a_worker_took_but_never_recorded_is_run_once_all_th
         answers = wait_until(lambda: _finished(url, [lost, kept]), timeout=30, what="both jobs")
         record = store.hgetall(jobs.job_key(lost))
         rows = wait_until(
-            lambda: (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= 2 and r,
+            lambda: (
+                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) and len(r) >= 2 and r
+            ),
             timeout=20,
         )
 
@@ -199,10 +207,10 @@ def test_two_workers_holding_the_same_job_finish_it_once(tmp_path: Path) -> None
     # message goes back to the queue and the second worker runs the job too.
     variables = _variables(
         tmp_path,
-        ASYNC_WORKER_MODEL_DELAY_SECONDS="3",
-        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="1",
-        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.25",
-        ASYNC_WORKER_MAX_ATTEMPTS="10",  # redeliveries, not failures: none may end the job
+        ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="3",
+        ASYNCHRONOUS_WORKER_VISIBILITY_TIMEOUT_SECONDS="1",
+        ASYNCHRONOUS_WORKER_RESTORE_INTERVAL_SECONDS="0.25",
+        ASYNCHRONOUS_WORKER_MAX_ATTEMPTS="10",  # redeliveries, not failures: none may end the job
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
@@ -223,7 +231,7 @@ def test_two_workers_holding_the_same_job_finish_it_once(tmp_path: Path) -> None
         last = httpx2.get(f"{url}/jobs/{job_id}").json()
         store = redis.Redis.from_url(p.service_url("redis"))
         wait_until(lambda: store.llen(jobs.RESULTS) == 0, timeout=10, what="the sink to drain")
-        rows = _table(variables["ASYNC_SINK_DATABASE_URL"])
+        rows = _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])
 
     assert twice["status"] == "pending"  # the second start came while the first still ran
     assert first["status"] == "done"
@@ -239,9 +247,9 @@ def _running(url: str, job_ids: list[str]) -> list[str]:
 def test_a_redis_restart_loses_no_submitted_job(tmp_path: Path) -> None:
     variables = _variables(
         tmp_path,
-        ASYNC_WORKER_MODEL_DELAY_SECONDS="0.1",
-        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="3",
-        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
+        ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="0.1",
+        ASYNCHRONOUS_WORKER_VISIBILITY_TIMEOUT_SECONDS="3",
+        ASYNCHRONOUS_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
@@ -259,7 +267,7 @@ def _try_submit(url: str) -> str | None:
 
 
 def test_two_workers_predict_at_the_same_time_so_there_is_no_global_order(tmp_path: Path) -> None:
-    variables = _variables(tmp_path, ASYNC_WORKER_MODEL_DELAY_SECONDS="0.5")
+    variables = _variables(tmp_path, ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="0.5")
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
         job_ids = [_submit(url, [SETOSA]) for _ in range(4)]
@@ -279,7 +287,7 @@ def test_two_workers_predict_at_the_same_time_so_there_is_no_global_order(tmp_pa
 
 def test_one_worker_takes_jobs_in_the_order_they_were_submitted(tmp_path: Path) -> None:
     variables = _variables(
-        tmp_path, ASYNC_WORKER_REPLICAS="1", ASYNC_WORKER_MODEL_DELAY_SECONDS="0.05"
+        tmp_path, ASYNCHRONOUS_WORKER_REPLICAS="1", ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="0.05"
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
@@ -332,17 +340,17 @@ def test_workers_consume_again_by_themselves_after_redis_is_down_with_jobs_queue
 ) -> None:
     variables = _variables(
         tmp_path,
-        ASYNC_WORKER_POOL=pool,
-        ASYNC_WORKER_CONCURRENCY="1" if pool == "solo" else "2",
+        ASYNCHRONOUS_WORKER_POOL=pool,
+        ASYNCHRONOUS_WORKER_CONCURRENCY="1" if pool == "solo" else "2",
         # Slow enough that jobs are queued, and some held by workers, when Redis stops, also
         # when the submits are slowed by a busy machine (4 threads take 300 jobs in 7.5 s).
-        ASYNC_WORKER_MODEL_DELAY_SECONDS="0.1",
-        ASYNC_WORKER_VISIBILITY_TIMEOUT_SECONDS="3",
-        ASYNC_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
-        ASYNC_WORKER_HEARTBEAT_SECONDS="1",
+        ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="0.1",
+        ASYNCHRONOUS_WORKER_VISIBILITY_TIMEOUT_SECONDS="3",
+        ASYNCHRONOUS_WORKER_RESTORE_INTERVAL_SECONDS="0.5",
+        ASYNCHRONOUS_WORKER_HEARTBEAT_SECONDS="1",
         # A message taken in the instant Redis stopped is queued again soon after.
-        ASYNC_WORKER_SWEEP_SECONDS="0.5",
-        ASYNC_WORKER_LOST_AFTER_SECONDS="1",
+        ASYNCHRONOUS_WORKER_SWEEP_SECONDS="0.5",
+        ASYNCHRONOUS_WORKER_LOST_AFTER_SECONDS="1",
     )
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
@@ -386,7 +394,9 @@ def test_workers_consume_again_by_themselves_after_redis_is_down_with_jobs_queue
         done = [j for j, s in zip(everything, statuses, strict=True) if s == b"done"]
         rows = wait_until(
             lambda: (
-                (r := _table(variables["ASYNC_SINK_DATABASE_URL"])) and len(r) >= len(done) and r
+                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"]))
+                and len(r) >= len(done)
+                and r
             ),
             timeout=30,
             what="every job in the inference table",
@@ -419,9 +429,9 @@ def _submit_after_restart(url: str) -> str:
 def test_a_stalled_worker_or_sink_is_unhealthy_until_it_runs_again(tmp_path: Path) -> None:
     variables = _variables(
         tmp_path,
-        ASYNC_WORKER_REPLICAS="1",
-        ASYNC_WORKER_HEARTBEAT_SECONDS="1",
-        ASYNC_SINK_HEARTBEAT_SECONDS="1",
+        ASYNCHRONOUS_WORKER_REPLICAS="1",
+        ASYNCHRONOUS_WORKER_HEARTBEAT_SECONDS="1",
+        ASYNCHRONOUS_SINK_HEARTBEAT_SECONDS="1",
     )
     with pattern_running(PATTERN, **variables) as p:
         healthy_before = [_probe(p, "worker"), _probe(p, "sink")]
