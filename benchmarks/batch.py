@@ -164,8 +164,8 @@ def main() -> bool:
         + (f"{postgres:.2f} s (target <= 8)" if postgres else "not measured")
         + f": {'MET' if met else 'NOT MET'}"
     )
-    two = results.get("batch job, PostgreSQL, 2 processes")
-    if postgres and two:
-        print(f"PostgreSQL, 2 processes / 1 process: {postgres / two:.2f}x the rows/s")
+    two_processes = results.get("batch job, PostgreSQL, 2 processes")
+    if postgres and two_processes:
+        print(f"PostgreSQL, 2 processes / 1 process: {postgres / two_processes:.2f}x the rows/s")
     print(f"(best of {ROUNDS} alternating rounds each)")
     return met

@@ -385,7 +385,7 @@ def join_run(
         .first()
     )
     planned = row is None
-    if planned:
+    if row is None:
         finish_by = deadline.astimezone(UTC) if deadline else None
         run_id = conn.scalar(
             insert(runs)

@@ -105,7 +105,7 @@ def test_a_non_finite_value_shows_as_null(client: TestClient, url: str) -> None:
     ],
 )
 def test_bad_parameters_get_422_naming_the_problem(
-    client: TestClient, path: str, params: dict, problem: str
+    client: TestClient, path: str, params: dict[str, int | str], problem: str
 ) -> None:
     response = client.get(path, params=params)
 

@@ -97,10 +97,11 @@ def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path:
         # The run that scored them is a process that ends: the scheduler sees it exit.
         logs = wait_until(
             lambda: (
-                (text := pattern.logs("scheduler")).rfind("job exited with code 0")
+                text
+                if (text := pattern.logs("scheduler")).rfind("job exited with code 0")
                 > text.find("done: 25 rows scored")
                 >= 0
-                and text
+                else None
             ),
             timeout=30,
             what="the scheduled job to exit",

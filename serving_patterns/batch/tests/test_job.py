@@ -337,7 +337,12 @@ def test_a_deadline_already_past_starts_no_chunk(engine: Engine) -> None:
 def test_a_stop_signal_ends_the_run_between_chunks(engine: Engine) -> None:
     storage.add_items(engine, demo_rows(1, 30, bad_every=0))
     stop = threading.Event()
-    model = FlakyModel(fails=lambda call: stop.set() or False)  # the signal comes in chunk 1
+
+    def signal_then_succeed(call: int) -> bool:  # the signal comes in chunk 1
+        stop.set()
+        return False
+
+    model = FlakyModel(fails=signal_then_succeed)
 
     report = job.run(settings(engine, chunk_size=10), model=model, stop=stop)
 

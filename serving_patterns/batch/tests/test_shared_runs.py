@@ -69,7 +69,9 @@ def claimer(pattern: LocalPattern, index: int) -> str:
     return f"{pattern.processes['job'][index].pid}@"
 
 
-def assert_every_row_scored_exactly_once(engine: Engine) -> list[tuple]:
+def assert_every_row_scored_exactly_once(
+    engine: Engine,
+) -> list[tuple[int, str, datetime, datetime]]:
     """Every input row has one prediction, and was scored by exactly one completed chunk
     attempt; the chunk log (first_id, claimed_by, started_at, finished_at) of the run."""
     p, c = storage.predictions.c, storage.chunks.c

@@ -34,7 +34,9 @@ def test_to_features_keeps_ids_and_values_of_good_rows() -> None:
         ((1, None, 3.5, math.inf, 0.2), "sepal_length is NULL; petal_length is not finite: inf"),
     ],
 )
-def test_to_features_names_what_is_wrong_with_a_bad_row(row: tuple, reason: str) -> None:
+def test_to_features_names_what_is_wrong_with_a_bad_row(
+    row: tuple[object, ...], reason: str
+) -> None:
     _, _, reasons = to_features([(0, 5.1, 3.5, 1.4, 0.2), row])
 
     assert reasons == {1: reason}
@@ -102,9 +104,15 @@ def test_demo_rows_are_the_same_for_the_same_call_with_a_bad_row_every_nth() -> 
     rows = demo_rows(1, 10, bad_every=4)  # ids 4 and 8: an inf and a NaN (id 12 would get NULL)
 
     assert rows == demo_rows(1, 10, bad_every=4)
-    bad = [i + 1 for i, row in enumerate(rows) if not all(map(math.isfinite, row))]
+    bad = [
+        i + 1
+        for i, row in enumerate(rows)
+        if not all(v is not None and math.isfinite(v) for v in row)
+    ]
     assert bad == [4, 8]
-    assert all(0.1 <= v <= 9 for row in demo_rows(1, 1000, bad_every=0) for v in row)
+    assert all(
+        v is not None and 0.1 <= v <= 9 for row in demo_rows(1, 1000, bad_every=0) for v in row
+    )
 
 
 def test_the_scheduler_does_not_wait_for_the_first_run_to_succeed() -> None:
