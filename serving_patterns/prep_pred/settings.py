@@ -1,4 +1,4 @@
-"""Settings of the two services: prep (env prefix PREP_) and pred (env prefix PRED_)."""
+"""Settings of the two services: prep (env prefix PREP_PRED_PREP_), pred (PREP_PRED_PRED_)."""
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -9,7 +9,7 @@ from shared.settings import ModelServiceSettings, ServiceSettings
 class PrepSettings(ServiceSettings):
     """The preprocess service: raw images in, features out to pred."""
 
-    model_config = SettingsConfigDict(env_prefix="PREP_")
+    model_config = SettingsConfigDict(env_prefix="PREP_PRED_PREP_")
 
     preprocess_path: str = Field(
         "models/digits/preprocess.json",
@@ -34,6 +34,6 @@ class PrepSettings(ServiceSettings):
 class PredSettings(ModelServiceSettings):
     """The prediction service: preprocessed features in, predictions out (onnxruntime only)."""
 
-    model_config = SettingsConfigDict(env_prefix="PRED_")
+    model_config = SettingsConfigDict(env_prefix="PREP_PRED_PRED_")
 
     model_dir: str = Field("models/digits", description="Directory of model.onnx and model.json")

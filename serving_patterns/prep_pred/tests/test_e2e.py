@@ -32,7 +32,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def running() -> Iterator[LocalPattern]:
     # DEBUG on pred: successful requests are logged too, to follow the request id there.
-    with pattern_running(PATTERN, PRED_LOG_LEVEL="DEBUG") as pattern:
+    with pattern_running(PATTERN, PREP_PRED_PRED_LOG_LEVEL="DEBUG") as pattern:
         yield pattern
 
 
@@ -92,8 +92,8 @@ def test_prep_and_pred_are_separate_processes(running: LocalPattern) -> None:
     prep, pred = running.processes["prep"][0], running.processes["pred"][0]
 
     assert prep.pid != pred.pid
-    assert "prep_pred.prep:create_app" in " ".join(prep.popen.args)
-    assert "prep_pred.pred:create_app" in " ".join(pred.popen.args)
+    assert "prep_pred.prep:create_app" in " ".join(prep.args)
+    assert "prep_pred.pred:create_app" in " ".join(pred.args)
 
 
 def test_prep_stays_healthy_while_pred_is_down_and_recovers_by_itself() -> None:
@@ -154,7 +154,7 @@ def test_prep_with_a_preprocessing_of_another_version_is_refused(
     other = tmp_path / "preprocess.json"
     other.write_text(json.dumps(params))
 
-    with pattern_running(PATTERN, PREP_PREPROCESS_PATH=str(other)) as pattern:
+    with pattern_running(PATTERN, PREP_PRED_PREP_PREPROCESS_PATH=str(other)) as pattern:
         response = predict_raw(pattern)
 
     assert response.status_code == 503
