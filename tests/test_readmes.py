@@ -17,8 +17,7 @@ from shared.readme import difference, run_try_it
 from shared.testing import pattern_running
 from tests.conftest import implemented
 
-# Being rewritten elsewhere; to be brought in (removed from here) once their READMEs pass.
-NOT_YET_CHECKED = {"batch"}
+pytestmark = pytest.mark.e2e
 
 
 def _private_files(entry: Entry, tmp_path: Path) -> dict[str, dict[str, str]]:
@@ -31,14 +30,8 @@ def _private_files(entry: Entry, tmp_path: Path) -> dict[str, dict[str, str]]:
         }
     return {}
 
-pytestmark = pytest.mark.e2e
 
-
-def checked() -> list[Entry]:
-    return [e for e in implemented() if e.path.name not in NOT_YET_CHECKED]
-
-
-@pytest.mark.parametrize("entry", checked(), ids=lambda e: e.slug)
+@pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
 def test_readme_try_it_prints_what_it_shows(entry: Entry, tmp_path: Path) -> None:
     assert run_try_it(entry.path, **_private_files(entry, tmp_path)) > 0
 
@@ -69,7 +62,7 @@ def _examples(base: str) -> list[tuple[str, Any, int, Any]]:
     return found
 
 
-@pytest.mark.parametrize("entry", checked(), ids=lambda e: e.slug)
+@pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
 def test_docs_examples_are_what_the_service_answers(entry: Entry) -> None:
     wrong = []
     with pattern_running(entry.path) as pattern:
