@@ -94,7 +94,7 @@ def timed_job(url: str) -> float:
 def timed_processes(url: str, count: int) -> float:
     """Seconds for `count` job processes sharing one run, from their release to the last exit."""
     fresh_start(url)
-    env = {**os.environ, "BATCH_DATABASE_URL": url, "BATCH_MODEL_DIR": str(MODEL_DIR),
+    env = {**os.environ, "BATCH_DATABASE_URL": url, "BATCH_JOB_MODEL_DIR": str(MODEL_DIR),
            "BATCH_LOG_LEVEL": "WARNING"}  # fmt: skip
     engine = storage.connect(url)
     with storage.runs_held(engine) as held:

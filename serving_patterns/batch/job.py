@@ -3,14 +3,14 @@
     python -m serving_patterns.batch.job     # what the scheduler or `docker compose run job` runs
 
 One run: join the open run or, if none is open, plan the pending rows as chunks of
-BATCH_CHUNK_SIZE rows (storage.join_run); then claim chunks one at a time until none is left,
+BATCH_JOB_CHUNK_SIZE rows (storage.join_run); then claim chunks one at a time until none is left,
 and for each read it, score it with one model call, write its predictions and mark it done in
 one transaction. On PostgreSQL any number of job processes share a run this way (each claim is
 a row lock taken with FOR UPDATE SKIP LOCKED; a claimer that dies gives its chunk back); on
 SQLite one process runs at a time and a second one exits. A row with a NULL or non-finite
 value is recorded as failed with the reason and the run goes on. A chunk that raises (the
-model, the database) is handled by BATCH_RETRY: score every chunk again (all), only the failed
-chunk (failed), or leave it to the next run (none). With BATCH_FINISH_BY set, chunks not
+model, the database) is handled by BATCH_JOB_RETRY: score every chunk again (all), only the failed
+chunk (failed), or leave it to the next run (none). With BATCH_JOB_FINISH_BY set, chunks not
 started by then are left for the next run. The last process out closes the run with its
 report. The process holds the model only while it runs: the pattern has no resident server.
 """

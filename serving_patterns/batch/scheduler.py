@@ -1,13 +1,13 @@
 """The job management server of the batch pattern: starts the job on a cron schedule.
 
-    python -m serving_patterns.batch.scheduler      # BATCH_SCHEDULE="*/5 * * * *" (UTC)
+    python -m serving_patterns.batch.scheduler      # BATCH_SCHEDULER_SCHEDULE="*/5 * * * *" (UTC)
 
 Each tick starts the job as a process of its own (`python -m serving_patterns.batch.job`, with
 this process's environment) and waits for it to exit: the model is loaded only while a run goes.
 A tick that falls while its run is still going is skipped, as a Kubernetes CronJob with
 concurrencyPolicy Forbid does; a job started by hand meanwhile joins the open run (PostgreSQL)
 or exits (SQLite: one job process at a time).
-While alive the scheduler touches BATCH_HEARTBEAT_FILE, which its healthcheck reads.
+While alive the scheduler touches BATCH_SCHEDULER_HEARTBEAT_FILE, which its healthcheck reads.
 """
 
 import logging

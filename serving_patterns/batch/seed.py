@@ -42,7 +42,7 @@ def demo_rows(first_id: int, count: int, bad_every: int) -> list[tuple[float | N
 
 
 def seed(settings: SeedSettings) -> int:
-    """Add rows until the input table holds settings.seed_rows; returns how many were added."""
+    """Add rows until the input table holds settings.rows; returns how many were added."""
     engine = storage.connect(settings.database_url)
     try:
         storage.create_tables(engine)
@@ -50,9 +50,9 @@ def seed(settings: SeedSettings) -> int:
             present, last = conn.execute(
                 select(func.count(), func.coalesce(func.max(storage.items.c.id), 0))
             ).one()
-        missing = max(0, settings.seed_rows - present)
+        missing = max(0, settings.rows - present)
         if missing:
-            storage.add_items(engine, demo_rows(last + 1, missing, settings.seed_bad_every))
+            storage.add_items(engine, demo_rows(last + 1, missing, settings.bad_every))
         logger.info("input table holds %d rows (%d added)", present + missing, missing)
         return int(missing)
     finally:

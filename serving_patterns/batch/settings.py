@@ -1,8 +1,9 @@
 """Settings of the batch pattern's services: seed, job, scheduler and the read API.
 
-Every variable has the prefix BATCH_, so one compose `environment` block serves all of them. The
-database URL is shared: an SQLite file by default, PostgreSQL when BATCH_DATABASE_URL (or plain
-DATABASE_URL) points at one.
+Each service reads its own settings under BATCH_<SERVICE>_ (BATCH_JOB_CHUNK_SIZE,
+BATCH_SCHEDULER_SCHEDULE). Two are the pattern's, one name for every service: BATCH_LOG_LEVEL,
+and BATCH_DATABASE_URL (an SQLite file by default, PostgreSQL when it, or plain DATABASE_URL,
+points at one; the scheduler passes it on to the jobs it starts).
 """
 
 from datetime import UTC, datetime, time, timedelta
@@ -14,15 +15,19 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.settings import ServiceSettings
 
-CONFIG = SettingsConfigDict(
-    env_prefix="BATCH_",
-    extra="ignore",
-    frozen=True,
-    populate_by_name=True,
-    # compose passes "${BATCH_FINISH_BY:-}" as an empty string: that means "not set".
-    env_ignore_empty=True,
-)
 
+def _config(env_prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(
+        env_prefix=env_prefix,
+        extra="ignore",
+        frozen=True,
+        populate_by_name=True,
+        # compose passes "${BATCH_JOB_FINISH_BY:-}" as an empty string: that means "not set".
+        env_ignore_empty=True,
+    )
+
+
+# The two settings every service reads alike: named by an alias, outside the service's prefix.
 DatabaseUrl = Annotated[
     str,
     Field(
@@ -31,15 +36,18 @@ DatabaseUrl = Annotated[
         description="SQLAlchemy URL: sqlite:///file.db or postgresql://user@host/db",
     ),
 ]
+LogLevel = Annotated[
+    str, Field("INFO", validation_alias="BATCH_LOG_LEVEL", description="Python log level")
+]
 
 
 class JobSettings(BaseSettings):
     """The batch job: score every row that lacks a prediction, then exit."""
 
-    model_config = CONFIG
+    model_config = _config("BATCH_JOB_")
 
     database_url: DatabaseUrl
-    log_level: str = Field("INFO", description="Python log level")
+    log_level: LogLevel
     model_dir: str = Field("models/iris", description="Directory of the exported model")
     chunk_size: int = Field(
         20_000, gt=0, description="Rows per chunk: one read, one model call, one commit"
@@ -97,12 +105,12 @@ def _is_number(text: str) -> bool:
 class SeedSettings(BaseSettings):
     """The demo data: iris-like rows in the input table, a few of them unscorable."""
 
-    model_config = CONFIG
+    model_config = _config("BATCH_SEED_")
 
     database_url: DatabaseUrl
-    log_level: str = Field("INFO", description="Python log level")
-    seed_rows: int = Field(10_000, ge=0, description="Top the input table up to this many rows")
-    seed_bad_every: int = Field(
+    log_level: LogLevel
+    rows: int = Field(10_000, ge=0, description="Top the input table up to this many rows")
+    bad_every: int = Field(
         2_500, ge=0, description="Every Nth row gets a NULL or non-finite value (0: none)"
     )
 
@@ -110,9 +118,9 @@ class SeedSettings(BaseSettings):
 class SchedulerSettings(BaseSettings):
     """The job management server: starts the job on a cron schedule."""
 
-    model_config = CONFIG
+    model_config = _config("BATCH_SCHEDULER_")
 
-    log_level: str = Field("INFO", description="Python log level")
+    log_level: LogLevel
     schedule: str = Field(
         "*/5 * * * *", description="Cron expression (5 fields; a 6th gives seconds), in UTC"
     )
@@ -131,6 +139,7 @@ class SchedulerSettings(BaseSettings):
 class ApiSettings(ServiceSettings):
     """The read API over the tables (/data/all, /data/predicted, /data/unpredicted, ...)."""
 
-    model_config = CONFIG
+    model_config = _config("BATCH_API_")
 
     database_url: DatabaseUrl
+    log_level: LogLevel

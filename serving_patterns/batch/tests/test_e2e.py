@@ -24,7 +24,7 @@ def batch_running(
     backend: str, folder: Path, **variables: str
 ) -> Iterator[tuple[LocalPattern, str]]:
     """The pattern on a database of its own; yields it and the database URL."""
-    variables["BATCH_HEARTBEAT_FILE"] = str(folder / "heartbeat")
+    variables["BATCH_SCHEDULER_HEARTBEAT_FILE"] = str(folder / "heartbeat")
     if backend == "sqlite":
         url = f"sqlite:///{folder / 'batch.db'}"
         with pattern_running(PATTERN, BATCH_DATABASE_URL=url, **variables) as pattern:
@@ -39,7 +39,7 @@ def batch_running(
 def test_make_run_seeds_and_the_job_fills_every_row_then_exits(
     backend: str, tmp_path: Path
 ) -> None:
-    with batch_running(backend, tmp_path, BATCH_SCHEDULE="0 0 1 1 *") as (pattern, _):
+    with batch_running(backend, tmp_path, BATCH_SCHEDULER_SCHEDULE="0 0 1 1 *") as (pattern, _):
         api = pattern.url("api")
         job = pattern.processes["job"][0]
         job.popen.wait(timeout=60)  # nothing waits for the one-shot job: the test does
@@ -72,7 +72,8 @@ def test_make_run_seeds_and_the_job_fills_every_row_then_exits(
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_the_scheduler_runs_the_job_on_its_cron_schedule(backend: str, tmp_path: Path) -> None:
-    with batch_running(backend, tmp_path, BATCH_SCHEDULE="* * * * * */2") as (pattern, url):
+    every_2s = "* * * * * */2"
+    with batch_running(backend, tmp_path, BATCH_SCHEDULER_SCHEDULE=every_2s) as (pattern, url):
         api = pattern.url("api")
         # The demo rows first (by the one-shot job or a scheduled run, whichever takes the lock),
         # so that the rows added below are all a later scheduled run has to score.

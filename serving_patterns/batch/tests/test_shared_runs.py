@@ -48,8 +48,8 @@ def three_jobs(tmp_path: Path) -> Iterator[tuple[LocalPattern, Engine, str]]:
             pattern_running(
                 PATTERN, DATABASE_URL=url, BATCH_JOB_REPLICAS=str(JOBS),
                 BATCH_SEED_ROWS=str(ROWS), BATCH_SEED_BAD_EVERY="0",
-                BATCH_CHUNK_SIZE=str(CHUNK), BATCH_SCHEDULE="0 0 1 1 *",
-                BATCH_HEARTBEAT_FILE=str(tmp_path / "heartbeat"),
+                BATCH_JOB_CHUNK_SIZE=str(CHUNK), BATCH_SCHEDULER_SCHEDULE="0 0 1 1 *",
+                BATCH_SCHEDULER_HEARTBEAT_FILE=str(tmp_path / "heartbeat"),
             )
         )  # fmt: skip
         wait_until(

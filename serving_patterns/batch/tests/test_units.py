@@ -71,8 +71,8 @@ def test_settings_refuse_an_unknown_retry_mode_and_a_bad_chunk_size() -> None:
 def test_settings_read_the_environment_and_an_empty_value_means_unset(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BATCH_RETRY", "none")
-    monkeypatch.setenv("BATCH_FINISH_BY", "")
+    monkeypatch.setenv("BATCH_JOB_RETRY", "none")
+    monkeypatch.setenv("BATCH_JOB_FINISH_BY", "")
     monkeypatch.setenv("DATABASE_URL", "postgresql://somewhere/db")
 
     settings = JobSettings()
