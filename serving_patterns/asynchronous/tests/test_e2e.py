@@ -11,11 +11,12 @@ import sys
 import time
 from itertools import pairwise
 from pathlib import Path
+from typing import Any, cast
 
 import httpx2
 import pytest
 import redis
-from sqlalchemy import create_engine, select
+from sqlalchemy import Row, create_engine, select
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.sink import inferences
@@ -37,12 +38,12 @@ def _submit(url: str, rows: list[list[float]], request_id: str | None = None) ->
     return str(response.json()["job_id"])
 
 
-def _finished(url: str, job_ids: list[str]) -> list[dict] | None:
+def _finished(url: str, job_ids: list[str]) -> list[dict[str, Any]] | None:
     answers = [httpx2.get(f"{url}/jobs/{job_id}").json() for job_id in job_ids]
     return answers if all(a["status"] != "pending" for a in answers) else None
 
 
-def _table(database_url: str) -> list:
+def _table(database_url: str) -> list[Row[*tuple[Any, ...]]]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -83,7 +84,7 @@ def test_finished_jobs_land_in_the_inference_table_without_anyone_polling(tmp_pa
         # No GET /jobs: the table is where the results go, and another consumer reads them.
         rows = wait_until(
             lambda: (
-                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) and len(r) == 5 and r
+                r if len(r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) == 5 else None
             ),
             timeout=20,
             what="five rows in the inference table",
@@ -155,7 +156,7 @@ def test_no_job_is_lost_or_finished_twice_when_a_worker_is_killed_holding_jobs(
         answers = wait_until(lambda: _finished(url, job_ids), timeout=40, what="every job")
         rows = wait_until(
             lambda: (
-                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) and len(r) >= 5 and r
+                r if len(r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) >= 5 else None
             ),
             timeout=20,
         )
@@ -184,14 +185,16 @@ def test_a_job_whose_message_a_worker_took_but_never_recorded_is_run_once_all_th
         url = p.url("proxy")
         store = redis.Redis.from_url(p.service_url("redis"))
         lost, kept = _submit(url, [SETOSA]), _submit(url, [SETOSA])
-        _, message = store.brpop(["predictions"], timeout=5)  # the oldest: `lost`'s
+        popped = store.brpop(["predictions"], timeout=5)  # the oldest: `lost`'s
+        assert popped is not None
+        _, message = popped
         assert lost.encode() in message and store.hlen("unacked") == 0
         p.start_replica("worker")
         answers = wait_until(lambda: _finished(url, [lost, kept]), timeout=30, what="both jobs")
         record = store.hgetall(jobs.job_key(lost))
         rows = wait_until(
             lambda: (
-                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) and len(r) >= 2 and r
+                r if len(r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) >= 2 else None
             ),
             timeout=20,
         )
@@ -320,7 +323,9 @@ def _all_finished(store: redis.Redis, job_ids: list[str]) -> list[bytes | None] 
 
 def _lost(store: redis.Redis, job_ids: list[str]) -> list[str]:
     """Of these jobs, those whose message is neither queued nor held unacknowledged by a worker."""
-    carried = b"".join([*store.lrange("predictions", 0, -1), *store.hvals("unacked")])
+    # bytes: the client does not decode responses (redis-py's types say bytes | str).
+    queued = cast(list[bytes], store.lrange("predictions", 0, -1))
+    carried = b"".join([*queued, *cast(list[bytes], store.hvals("unacked"))])
     return [j for j in job_ids if j.encode() not in carried]
 
 
@@ -394,9 +399,9 @@ def test_workers_consume_again_by_themselves_after_redis_is_down_with_jobs_queue
         done = [j for j, s in zip(everything, statuses, strict=True) if s == b"done"]
         rows = wait_until(
             lambda: (
-                (r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"]))
-                and len(r) >= len(done)
-                and r
+                r
+                if len(r := _table(variables["ASYNCHRONOUS_SINK_DATABASE_URL"])) >= len(done)
+                else None
             ),
             timeout=30,
             what="every job in the inference table",

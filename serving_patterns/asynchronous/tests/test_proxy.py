@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
@@ -27,9 +28,8 @@ def server(redis_server: RedisServer) -> RedisServer:
     return redis_server
 
 
-def _client(server: RedisServer, **settings: object) -> AbstractContextManager[TestClient]:
-    options = {"model_dir": str(MODEL_DIR), "redis_url": server.url, "max_rows": 5, **settings}
-    return ready_client(create_app(ProxySettings(**options)))  # type: ignore[arg-type]
+def _client(server: RedisServer, **settings: Any) -> AbstractContextManager[TestClient]:
+    return ready_client(create_app(_proxy(server, **{"max_rows": 5, **settings})))
 
 
 @pytest.fixture
@@ -171,9 +171,9 @@ def _burst(url: str, n: int) -> list[httpx2.Response]:
     return asyncio.run(burst())
 
 
-def _proxy(server: RedisServer, **settings: object) -> ProxySettings:
-    options = {"model_dir": str(MODEL_DIR), "redis_url": server.url, **settings}
-    return ProxySettings(**options)  # type: ignore[arg-type]
+def _proxy(server: RedisServer, **settings: Any) -> ProxySettings:
+    # Any: fields of ProxySettings, of several types, that pydantic validates.
+    return ProxySettings(**{"model_dir": str(MODEL_DIR), "redis_url": server.url, **settings})
 
 
 def test_400_concurrent_submits_wait_for_a_pooled_connection_instead_of_failing(
