@@ -4,7 +4,7 @@ Both services import this module; it holds only pydantic models, so it pulls nei
 onnxruntime into either image.
 """
 
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, field_validator
 
@@ -41,13 +41,17 @@ SAMPLE_FEATURES = [
     -0.220025, -0.263781, -0.417573, 0.481574, -0.085459, -0.906685, -0.448408, -1.320573,
     -0.203769, -0.22228, 0.7357, 1.181389, -0.012485, 0.174693, 0.616702, 0.162875,
 ]  # fmt: skip
+# The examples in JSON's type: JsonValue's lists are invariant, so a list[list[int]] is not one
+# to mypy, although it is JSON.
+IMAGE_EXAMPLE = cast(JsonValue, SAMPLE_IMAGE)
+FEATURES_EXAMPLE = cast(JsonValue, SAMPLE_FEATURES)
 
 
 class ImagesRequest(BaseModel):
     """What the client sends to prep: raw images, nothing computed."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"data": [SAMPLE_IMAGE]}]}
+        extra="forbid", json_schema_extra={"examples": [{"data": [IMAGE_EXAMPLE]}]}
     )
 
     data: list[Image] = Field(
@@ -62,7 +66,7 @@ class FeaturesRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            "examples": [{"data": [SAMPLE_FEATURES], "preprocess_version": "1.0.0"}]
+            "examples": [{"data": [FEATURES_EXAMPLE], "preprocess_version": "1.0.0"}]
         },
     )
 

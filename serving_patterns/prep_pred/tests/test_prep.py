@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,8 +19,9 @@ from shared.testing import ready_client, wait_until
 
 
 def prep_client(
-    digits_dir: Path, pred_url: str, **settings: object
+    digits_dir: Path, pred_url: str, **settings: Any
 ) -> AbstractContextManager[TestClient]:
+    # Any: fields of PrepSettings, of several types, that pydantic validates.
     return ready_client(
         create_app(
             PrepSettings(
