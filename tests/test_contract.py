@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
+from shared.catalogue import Entry
 from shared.testing import pattern_running
 from tests.conftest import implemented
 
@@ -66,8 +67,8 @@ def _malformed_body_answers(url: str) -> list[str]:
 
 @pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
 def test_http_services_never_answer_5xx_to_generated_input_and_refuse_malformed_bodies(
-    entry, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    entry: Entry, tmp_path: Path
+) -> None:
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert schemathesis
     with pattern_running(entry.path) as pattern:

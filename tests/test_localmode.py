@@ -313,14 +313,14 @@ def test_a_replica_killed_9_with_restart_on_failure_comes_back_and_the_exit_is_p
         wait_until(lambda: len(_runs(tmp_path, "worker")) == 2, timeout=10, what="both up")
         os.kill(first.pid, signal.SIGKILL)  # from outside, as the OOM killer does
         again = wait_until(
-            lambda: len(_runs(tmp_path, "worker")) == 3 and pattern.processes["worker"][0],
+            lambda: pattern.processes["worker"][0] if len(_runs(tmp_path, "worker")) == 3 else None,
             timeout=10,
             what="worker-1 restarted",
         )
         exits = _exit_lines(_echoed(pattern))
         # The new run's first line reaches the kept output when its reader thread reads it.
         worker_1_output = wait_until(
-            lambda: len((out := first.output()).splitlines()) == 3 and out,
+            lambda: out if len((out := first.output()).splitlines()) == 3 else None,
             timeout=10,
             what="the restarted run's output",
         )
@@ -479,10 +479,14 @@ def test_kill_9_of_make_run_leaves_no_service_running_not_even_a_restarted_one(
         return [int(line.split()[-1]) for line in log.read_text().splitlines() if "| up " in line]
 
     try:
-        first, second = wait_until(lambda: len(pids()) == 2 and pids(), timeout=30, what="2 up")
+        first, second = wait_until(
+            lambda: pids() if len(pids()) == 2 else None, timeout=30, what="2 up"
+        )
         os.kill(first, signal.SIGKILL)
         # Started again by local mode's supervisor thread, not by its main thread.
-        restarted = wait_until(lambda: len(pids()) == 3 and pids()[2], timeout=10, what="restart")
+        restarted = wait_until(
+            lambda: pids()[2] if len(pids()) == 3 else None, timeout=10, what="restart"
+        )
 
         os.killpg(run.pid, signal.SIGKILL)  # local mode only: the services have their own groups
         run.wait(timeout=10)
