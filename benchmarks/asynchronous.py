@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -64,7 +65,7 @@ def _predictor() -> Predictor:
     return Predictor(REPO_ROOT / "models" / "iris")
 
 
-@naive_celery.task
+@naive_celery.task  # type: ignore[untyped-decorator]  # Celery is untyped
 def naive_predict(rows: list[list[float]]) -> list[dict[str, Any]]:
     return _predictor().predict(rows)
 
@@ -107,6 +108,7 @@ def _finish_times_naive(client: redis.Redis) -> list[float]:
     keys = list(client.scan_iter("celery-task-meta-*", count=1000))
     times = []
     for raw in client.mget(keys) if keys else []:
+        assert raw is not None  # scanned just now, and results are kept for a day
         meta = json.loads(raw)
         if meta["status"] == "SUCCESS":
             times.append(datetime.fromisoformat(meta["date_done"]).timestamp())
@@ -202,7 +204,7 @@ def _naive() -> Figures:
 
 
 def main() -> bool:
-    setups = {
+    setups: dict[str, Callable[[], Figures]] = {
         "naive Celery (prefork x2, result backend)": _naive,
         "pattern, 1 worker (solo)": lambda: _pattern(1),
         "pattern, 2 workers (solo)": lambda: _pattern(2),
