@@ -3,16 +3,21 @@
 Static checks only (no process is started): `make lint` runs this file too.
 """
 
+import importlib
+import inspect
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
 
-from shared.catalogue import REPO_ROOT, entries, find
+from shared.catalogue import REPO_ROOT, Entry, entries, find
 from tests.conftest import implemented
 
 PATTERN_ROOTS = [
@@ -220,3 +225,79 @@ def test_readme_cites_only_tests_that_exist(entry) -> None:  # type: ignore[no-u
 
     assert cited, "What it shows names no test"
     assert cited <= defined, f"cited but not defined: {sorted(cited - defined)}"
+
+
+# The environment names (CONTRIBUTING.md, "Environment variables"): a service reads
+# <PATTERN>_<SERVICE>_<SETTING>; a pattern of one service, and a setting every service of the
+# pattern reads alike, <PATTERN>_<SETTING>. Besides, only the local-mode servers' own names.
+SHARED_SERVERS = {"DATABASE_URL", "REDIS_URL"}
+
+
+def _env_names(entry: Entry) -> tuple[str, set[str], dict[str, Any]]:
+    """The pattern's prefix, its services' prefixes, and its compose services."""
+    pattern = f"{Path(entry.folder).name.upper()}_"
+    services = yaml.safe_load((entry.path / "compose.yaml").read_text())["services"]
+    return pattern, {f"{pattern}{n.upper().replace('-', '_')}_" for n in services}, services
+
+
+def _settings_classes(entry: Entry) -> list[type[BaseSettings]]:
+    if not (entry.path / "settings.py").is_file():
+        return []
+    module = importlib.import_module(f"{entry.folder.replace('/', '.')}.settings")
+    return [
+        cls
+        for cls in vars(module).values()
+        if inspect.isclass(cls)
+        and issubclass(cls, BaseSettings)
+        and cls.__module__ == module.__name__
+    ]
+
+
+@pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
+def test_settings_read_the_pattern_and_service_prefix(entry: Entry) -> None:
+    pattern, service_prefixes, services = _env_names(entry)
+    allowed = {pattern} if len(services) == 1 else service_prefixes
+
+    for cls in _settings_classes(entry):
+        prefix = cls.model_config.get("env_prefix", "")
+        assert prefix in allowed, (
+            f"{cls.__name__}: env_prefix {prefix!r} not one of {sorted(allowed)}"
+        )
+        for name, field in cls.model_fields.items():
+            alias = field.validation_alias
+            choices = alias.choices if isinstance(alias, AliasChoices) else [alias]
+            for env in (c for c in choices if isinstance(c, str) and c.isupper()):
+                assert env.startswith(pattern) or env in SHARED_SERVERS, (
+                    f"{cls.__name__}.{name}: {env} is outside the pattern's prefix {pattern}"
+                )
+
+
+@pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
+def test_compose_variables_carry_the_pattern_and_service_prefix(entry: Entry) -> None:
+    pattern, service_prefixes, services = _env_names(entry)
+    text = (entry.path / "compose.yaml").read_text()
+
+    for var in sorted(set(re.findall(r"(?<!\$)\$\{?([A-Za-z_]\w*)", text))):
+        assert var.startswith(pattern), f"${{{var}}}: every variable starts with {pattern}"
+        if len(services) == 1 or any(var.startswith(p) for p in service_prefixes):
+            continue
+        # <PATTERN>_<SETTING> in a pattern of several services: a setting all of them read (all
+        # that run the pattern's code: redis and postgres have settings of their own).
+        missing = [n for n, s in services.items() if "build" in s and var not in _env(s)]
+        assert not missing, f"${{{var}}} is pattern-wide, but {missing} are not given it"
+
+
+def _env(service: dict[str, Any]) -> dict[str, Any]:
+    environment = service.get("environment") or {}
+    if isinstance(environment, list):
+        return dict(item.partition("=")[::2] for item in environment)
+    return dict(environment)
+
+
+@pytest.mark.parametrize("entry", IMPLEMENTED, ids=lambda e: e.slug)
+def test_heartbeat_probes_name_a_settings_prefix(entry: Entry) -> None:
+    text = (entry.path / "compose.yaml").read_text()
+    prefixes = {cls.model_config.get("env_prefix") for cls in _settings_classes(entry)}
+
+    for probe in re.findall(r'"shared\.heartbeat", "(\w+)"', text):
+        assert probe in prefixes, f"shared.heartbeat {probe}: no settings class has that prefix"
