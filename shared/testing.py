@@ -15,8 +15,13 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from shared.localmode import LocalPattern, NoPostgres
-from shared.localmode import RedisServer as RedisServer  # for the tests: redis_server's type
+# What the patterns' tests use of local mode: its runner, the repository root, a free port and
+# redis_server's type. Imported from here, so that local mode's insides can change freely.
+from shared.localmode import REPO_ROOT as REPO_ROOT
+from shared.localmode import LocalPattern as LocalPattern
+from shared.localmode import NoPostgres
+from shared.localmode import RedisServer as RedisServer
+from shared.localmode import free_port as free_port
 
 if TYPE_CHECKING:  # imported where used: benchmarks need these helpers, not Starlette's client
     from fastapi import FastAPI

@@ -81,6 +81,7 @@ def test_pattern_readme_follows_the_template(entry) -> None:  # type: ignore[no-
         "What it shows",
         "Configuration",
         "Load test and figures",
+        "Stop and clean up",
         "Use it in your project",
         "Trade-offs",
     ]
@@ -301,3 +302,16 @@ def test_heartbeat_probes_name_a_settings_prefix(entry: Entry) -> None:
 
     for probe in re.findall(r'"shared\.heartbeat", "(\w+)"', text):
         assert probe in prefixes, f"shared.heartbeat {probe}: no settings class has that prefix"
+
+
+@pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
+def test_pattern_tests_use_local_mode_only_through_shared_testing(entry: Entry) -> None:
+    # shared.testing and shared.pytest_plugin are the tests' way in; local mode's insides may
+    # change without touching thirty folders of tests.
+    reaching_in = [
+        f"{path.relative_to(entry.path)}:{number}"
+        for path in sorted((entry.path / "tests").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(from shared\.localmode import|import shared\.localmode)", line)
+    ]
+    assert not reaching_in, f"import from shared.testing instead: {reaching_in}"

@@ -20,8 +20,7 @@ from sqlalchemy import Row, create_engine, select
 
 from serving_patterns.asynchronous import jobs
 from serving_patterns.asynchronous.sink import inferences
-from shared.localmode import LocalPattern
-from shared.testing import pattern_running, wait_until
+from shared.testing import LocalPattern, pattern_running, wait_until
 
 PATTERN = Path(__file__).resolve().parents[1]
 REPO = PATTERN.parents[1]

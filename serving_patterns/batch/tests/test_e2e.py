@@ -11,8 +11,7 @@ import pytest
 
 from serving_patterns.batch import storage
 from serving_patterns.batch.seed import demo_rows
-from shared.localmode import REPO_ROOT, LocalPattern
-from shared.testing import pattern_running, wait_until
+from shared.testing import REPO_ROOT, LocalPattern, pattern_running, wait_until
 
 PATTERN = Path(__file__).resolve().parents[1]
 

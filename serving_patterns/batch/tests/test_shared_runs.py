@@ -20,8 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from serving_patterns.batch import storage
 from serving_patterns.batch.tests.test_e2e import PATTERN
-from shared.localmode import LocalPattern, NoPostgres
-from shared.testing import pattern_running, postgres_database, wait_until
+from shared.testing import LocalPattern, pattern_running, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -30,14 +29,11 @@ CLAIM = re.compile(r"batch-job (\d+)@\S+ chunk (\d+):(\d+):(-?\d+)")
 
 
 @pytest.fixture
-def three_jobs(tmp_path: Path) -> Iterator[tuple[LocalPattern, Engine, str]]:
+def three_jobs(tmp_path: Path, postgres_url: str) -> Iterator[tuple[LocalPattern, Engine, str]]:
     """The pattern with three job replicas over ROWS seeded rows, the jobs let go together once
     all three wait at their join; yields it, an engine on its database and that database's URL."""
+    url = postgres_url
     with ExitStack() as stack:
-        try:
-            url = stack.enter_context(postgres_database("batch_shared"))
-        except NoPostgres as exc:
-            pytest.skip(str(exc))
         engine = storage.connect(url)
         stack.callback(engine.dispose)
         storage.create_tables(engine)

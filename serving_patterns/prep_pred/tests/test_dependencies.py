@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.localmode import REPO_ROOT
+from shared.testing import REPO_ROOT
 
 PATTERN = Path(__file__).resolve().parents[1]
 PACKAGE = "serving_patterns.prep_pred"

@@ -11,8 +11,7 @@ import httpx2
 import pytest
 
 from serving_patterns.prep_pred.schemas import SAMPLE_FEATURES, SAMPLE_IMAGE
-from shared.localmode import LocalPattern
-from shared.testing import pattern_running, wait_until
+from shared.testing import LocalPattern, pattern_running, wait_until
 
 PATTERN = Path(__file__).resolve().parents[1]
 ONE = [  # digit 1 of the data set

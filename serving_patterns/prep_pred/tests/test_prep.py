@@ -14,8 +14,7 @@ from fastapi.testclient import TestClient
 from serving_patterns.prep_pred.prep import create_app
 from serving_patterns.prep_pred.schemas import SAMPLE_IMAGE
 from serving_patterns.prep_pred.settings import PrepSettings
-from shared.localmode import free_port
-from shared.testing import ready_client, wait_until
+from shared.testing import free_port, ready_client, wait_until
 
 
 def prep_client(
