@@ -17,6 +17,7 @@ import os
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from benchmarks.wrk import Result, answers, cpu_seconds, post, uvicorn
 from shared.localmode import free_port
@@ -52,7 +53,7 @@ def main() -> bool:
             procs[name] = uvicorn(server.app, port, factory=server.factory)
             urls[name] = f"http://127.0.0.1:{port}/predict"
         for name, url in urls.items():
-            wait_until(lambda url=url: answers(url, BODY, 200), timeout=60, what=name)
+            wait_until(partial(answers, url, BODY, 200), timeout=60, what=name)
         load_before = os.getloadavg()[0]
         runs: dict[str, list[Result]] = {name: [] for name in SERVERS}
         cpu_us: dict[str, list[float]] = {name: [] for name in SERVERS}

@@ -7,7 +7,7 @@ local mode; a new pattern is covered on arrival.
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx2
 import pytest
@@ -20,7 +20,14 @@ from tests.conftest import implemented
 pytestmark = pytest.mark.e2e
 
 
-def _private_files(entry: Entry, tmp_path: Path) -> dict[str, dict[str, str]]:
+class PrivateFiles(TypedDict, total=False):
+    """run_try_it's arguments that point a pattern's files elsewhere."""
+
+    variables: dict[str, str]
+    replace: dict[str, str]
+
+
+def _private_files(entry: Entry, tmp_path: Path) -> PrivateFiles:
     """What a pattern's README run needs so as not to touch the checkout's own files."""
     if entry.path.name == "asynchronous":  # the sink's SQLite file
         database = f"{tmp_path}/inferences.db"
