@@ -62,7 +62,7 @@ load: $(STAMP) ## Locust against the running PATTERN; pass/fail on its SLO (HOST
 	@test -n "$(PATTERN)" || { echo "usage: make load PATTERN=web-single  (start it first: make run)"; exit 2; }
 	@$(PY) -m shared.loadtest $(PATTERN) $(if $(HOST),--host $(HOST)) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
 
-lint: $(STAMP) ## ruff, mypy on shared/, hadolint on every Dockerfile, every compose file validated
+lint: $(STAMP) ## ruff, mypy strict on all the code, hadolint on every Dockerfile, every compose file validated
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy

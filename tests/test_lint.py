@@ -25,7 +25,7 @@ def test_code_is_formatted() -> None:
     assert result.returncode == 0, result.stdout
 
 
-def test_shared_library_type_checks() -> None:
+def test_the_code_type_checks_strictly() -> None:
     result = subprocess.run([BIN / "mypy"], cwd=REPO_ROOT, capture_output=True, text=True)
 
     assert result.returncode == 0, result.stdout
