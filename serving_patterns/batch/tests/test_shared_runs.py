@@ -130,7 +130,10 @@ def test_a_job_killed_mid_chunk_loses_nothing_the_others_score_its_chunk(
 
     def claims() -> dict[int, tuple[int, int, int]]:
         """pid -> (run, attempt, first id) of each job process holding a chunk right now."""
-        names = watch.execute("SELECT application_name FROM pg_stat_activity").fetchall()
+        # This test's database only: other tests' job processes share the server.
+        names = watch.execute(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+        ).fetchall()
         found = (CLAIM.fullmatch(name) for (name,) in names)
         return {int(m[1]): (int(m[2]), int(m[3]), int(m[4])) for m in found if m}
 
@@ -153,9 +156,10 @@ def test_a_job_killed_mid_chunk_loses_nothing_the_others_score_its_chunk(
         # The others score everything else, then wait on the chunk the frozen one holds.
         wait_until(
             lambda: all(
+                # Any of its sessions (it holds more than one: the run's, a chunk's claim).
                 watch.execute(
-                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity "
-                    "WHERE application_name LIKE %s",
+                    "SELECT bool_or(wait_event_type = 'Lock') FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND application_name LIKE %s",
                     (f"batch-job {pid}@%",),
                 ).fetchone()
                 == (True,)
