@@ -42,6 +42,7 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
                 settings.pred_timeout_seconds,
                 settings.pred_max_connections,
                 settings.pred_max_in_flight,
+                settings.leak_grace_seconds,
             ) as pred,
         ):
             app.state.pred = pred

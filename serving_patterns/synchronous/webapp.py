@@ -134,6 +134,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
             deadline,
             settings.max_connections,
             settings.max_in_flight,
+            settings.leak_grace_seconds,
         ) as predictor:
             app.state.predictor = predictor
             yield

@@ -245,9 +245,9 @@ def _one_by_one(url: str, n: int) -> list[int]:
 def test_health_fails_while_the_predictor_client_holds_leaked_connections(
     stand_in: StandIn,
 ) -> None:
-    with webapp(stand_in.url) as client:
+    settings = WebappSettings(predictor_url=stand_in.url, leak_grace_seconds=0)
+    with TestClient(create_app(settings)) as client:
         predictor = client.app.state.predictor  # type: ignore[attr-defined]
-        predictor.leaks.grace_seconds = 0
         healthy = client.get("/health")
         predictor.http._transport._pool._connections.append(OrphanedConnection())
         unhealthy = client.get("/health")
