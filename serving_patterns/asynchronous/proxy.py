@@ -179,7 +179,7 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         readiness={"model_card": cards.readiness, "redis": redis_answers},
         liveness={"redis pool": redis_pool_sends},
     )
-    app.state.redis_pool = pool  # what redis_pool_sends reads (a test fills it)
+    app.state.redis_pool = pool  # for tests, which put a connection held by nobody in it
 
     def card() -> ModelCard:
         return cards.require()
