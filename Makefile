@@ -50,17 +50,17 @@ run: $(STAMP) ## start PATTERN in the foreground: Docker if an engine answers, e
 	@test -n "$(PATTERN)" || { echo "usage: make run PATTERN=web-single  (make list shows them all)"; exit 2; }
 	@$(PY) -m shared.cli run $(PATTERN) $(if $(LOCAL),--local) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET))
 
-test: $(STAMP) ## the whole suite, or one pattern's tests with PATTERN=
+test: $(STAMP) ## the whole suite, or one pattern's tests with PATTERN= (pytest's own options in PYTEST_ARGS=)
 ifdef PATTERN
 	@folder=$$($(PY) -m shared.cli resolve $(PATTERN) 2>&1) || { echo "$$folder"; exit 2; }; \
-	  $(PY) -m pytest -n $(TEST_WORKERS) $$folder
+	  $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) $$folder
 else
-	$(PY) -m pytest -n $(TEST_WORKERS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 endif
 
-load: $(STAMP) ## Locust against the running PATTERN; pass/fail on its SLO (HOST=, PORT_OFFSET=, USERS=, DURATION=)
+load: $(STAMP) ## Locust against the running PATTERN; pass/fail on its SLO (HOST=, PORT_OFFSET=, USERS=, DURATION=; STEPS=4,8,16 a step load and its chart)
 	@test -n "$(PATTERN)" || { echo "usage: make load PATTERN=web-single  (start it first: make run)"; exit 2; }
-	@$(PY) -m shared.loadtest $(PATTERN) $(if $(HOST),--host $(HOST)) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION))
+	@$(PY) -m shared.loadtest $(PATTERN) $(if $(HOST),--host $(HOST)) $(if $(PORT_OFFSET),--port-offset $(PORT_OFFSET)) $(if $(USERS),--users $(USERS)) $(if $(DURATION),--duration $(DURATION)) $(if $(STEPS),--steps $(STEPS))
 
 lint: $(STAMP) ## ruff, mypy strict on all the code, hadolint on every Dockerfile, every compose file validated
 	$(VENV)/bin/ruff check .

@@ -13,13 +13,11 @@ ordinary route would replace the hot one within 5% of its requests/s (issue 7; C
 "Model server routes").
 """
 
-import os
-import statistics
-import time
 from dataclasses import dataclass
 from functools import partial
 
-from benchmarks.wrk import Result, answers, cpu_seconds, post, uvicorn
+from benchmarks.rounds import interleaved
+from benchmarks.wrk import Result, answers, post, uvicorn
 from shared.localmode import free_port
 from shared.testing import wait_until
 
@@ -54,28 +52,20 @@ def main() -> bool:
             urls[name] = f"http://127.0.0.1:{port}/predict"
         for name, url in urls.items():
             wait_until(partial(answers, url, BODY, 200), timeout=60, what=name)
-        load_before = os.getloadavg()[0]
-        runs: dict[str, list[Result]] = {name: [] for name in SERVERS}
-        cpu_us: dict[str, list[float]] = {name: [] for name in SERVERS}
-        for round_ in range(ROUNDS):
-            for name in list(SERVERS)[:: 1 if round_ % 2 == 0 else -1]:
-                post(urls[name], BODY, seconds=2)  # warm-up
-                used = cpu_seconds(procs[name].pid)
-                result = post(urls[name], BODY, seconds=SECONDS)
-                used = cpu_seconds(procs[name].pid) - used
-                runs[name].append(result)
-                cpu_us[name].append(used / max(result.requests, 1) * 1e6)
-                time.sleep(1)
-        load_after = os.getloadavg()[0]
+        loads = {name: partial(_post, url) for name, url in urls.items()}
+        pids = {name: proc.pid for name, proc in procs.items()}
+        medians = interleaved(loads, pids, ROUNDS, SECONDS)
     finally:
         for proc in procs.values():
             proc.terminate()
             proc.wait()
 
-    med = {name: statistics.median(r.rps for r in results) for name, results in runs.items()}
-    p99 = {name: statistics.median(r.p99_ms for r in results) for name, results in runs.items()}
-    cpu = {name: statistics.median(values) for name, values in cpu_us.items()}
-    errors = sum(r.errors for results in runs.values() for r in results)
+    med, p99, cpu, errors = (
+        medians.rps,
+        medians.p99_ms,
+        medians.cpu_us,
+        sum(medians.errors.values()),
+    )
     print(f"{'endpoint':<36}{'req/s':>9}{'p99 ms':>9}{'CPU µs/req':>12}{'vs hot':>8}")
     for name, server in SERVERS.items():
         versus = f"{med[name] / med['predict']:.2f}" if name in ("ordinary", "pydantic") else ""
@@ -88,6 +78,10 @@ def main() -> bool:
     )
     print(
         f"({ROUNDS} rounds of {SECONDS}s in alternating order, median; wrk -t2 -c32; "
-        f"load average {load_before:.1f} before, {load_after:.1f} after)"
+        f"load average {medians.load_before:.1f} before, {medians.load_after:.1f} after)"
     )
     return met
+
+
+def _post(url: str, seconds: int) -> Result:
+    return post(url, BODY, seconds=seconds)

@@ -36,12 +36,14 @@ def post(
     seconds: int = 10,
     threads: int = 2,
     max_pause_ms: int = 0,
+    extra_lua: str = "",
 ) -> Result:
     """POST `body` as JSON to `url` over keep-alive connections for `seconds`.
 
     With max_pause_ms, each connection waits a random 0..max_pause_ms before each request:
     an open-ish loop whose offered rate does not depend on the server, and whose clients do
-    not fire in lockstep.
+    not fire in lockstep. `extra_lua` goes at the end of wrk's script (a `request` function
+    that varies the body, say).
     """
     script = (
         'wrk.method = "POST"\n'
@@ -50,6 +52,7 @@ def post(
     )
     if max_pause_ms:
         script += f"function delay() return math.random(0, {max_pause_ms}) end\n"
+    script += extra_lua
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         Path(lua.name).write_text(script)
         args = [f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", lua.name]

@@ -18,14 +18,18 @@ state can never send again, so /health fails and the orchestrator restarts the s
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import httpx2
 from fastapi import HTTPException
+from pydantic import BaseModel, ValidationError
 
 from shared.logs import request_id_var
 from shared.pools import LeakWatch
+from shared.settings import UpstreamSettings
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +41,9 @@ async def _pass_request_id(request: httpx2.Request) -> None:
 
 
 class ServiceClient:
-    """One client per upstream, opened in the lifespan and closed there: connections are reused.
+    """One client per upstream, made with the app and opened by its lifespan (`async with`),
+    which closes it again: connections are reused in between. Made before the app, its
+    `readiness` and `liveness` go straight into create_service's checks.
 
     `timeout_seconds` is one deadline on the whole call (waiting for a slot, connecting,
     sending, every read): httpx2's own timeouts bound each phase separately, so a server that
@@ -59,20 +65,38 @@ class ServiceClient:
         self.max_connections = max_connections
         # Calls past the pool's size wait for a connection, up to this many (then 503 at once).
         self.max_in_flight = max_in_flight or 2 * max_connections
-        self.http = httpx2.AsyncClient(
-            base_url=base_url,
-            timeout=httpx2.Timeout(timeout_seconds),
-            limits=httpx2.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-            event_hooks={"request": [_pass_request_id]},
-        )
+        self.http = self._pool()
         self._connections = asyncio.Semaphore(max_connections)
         self._in_flight = 0  # calls admitted: waiting for a connection or holding one
         self._sending = 0  # calls holding a connection slot
         self.leaks = LeakWatch(f"client of {name}", max_connections, leak_grace_seconds)
 
+    @classmethod
+    def configured(cls, name: str, base_url: str, settings: UpstreamSettings) -> Self:
+        """A client bounded as a service's UpstreamSettings say."""
+        return cls(
+            name,
+            base_url,
+            settings.timeout_seconds,
+            settings.max_connections,
+            settings.max_in_flight,
+            settings.leak_grace_seconds,
+        )
+
+    def _pool(self) -> httpx2.AsyncClient:
+        return httpx2.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx2.Timeout(self.timeout_seconds),
+            limits=httpx2.Limits(
+                max_connections=self.max_connections,
+                max_keepalive_connections=self.max_connections,
+            ),
+            event_hooks={"request": [_pass_request_id]},
+        )
+
     async def __aenter__(self) -> Self:
+        if self.http.is_closed:  # an app's lifespan run again (tests do): a new pool
+            self.http = self._pool()
         return self
 
     async def __aexit__(
@@ -130,6 +154,16 @@ class ServiceClient:
         finally:
             self._in_flight -= 1
 
+    async def readiness(self) -> str | None:
+        """None while the upstream's GET /ready answers 200, else why not: a /ready check."""
+        try:
+            response = await self.call("GET", "/ready")
+        except HTTPException as exc:
+            return f"{self.base_url}: {exc.detail}"
+        if response.status_code != 200:
+            return f"{self.name} is not ready: {response.text}"
+        return None
+
     def leaked_slots(self) -> int:
         """Pool connections in use by no call: each one is a slot the pool will never give back."""
         pool = self.http._transport._pool  # type: ignore[attr-defined]  # httpx2 exposes no other way
@@ -141,9 +175,40 @@ class ServiceClient:
         return self.leaks.check(self.leaked_slots())
 
 
+@asynccontextmanager
+async def opened(clients: Iterable[ServiceClient]) -> AsyncIterator[None]:
+    """Several clients open at once (a proxy's backends, in its lifespan), closed together."""
+    async with AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
+        yield
+
+
 def detail(response: httpx2.Response) -> Any:
     """The `detail` an upstream's error answer gave (FastAPI's shape), else its text's start."""
     try:
         return response.json()["detail"]
     except (ValueError, KeyError, TypeError):
         return response.text[:200]
+
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+def read_answer(
+    response: httpx2.Response, model: type[Answer], name: str = "the predictor"
+) -> Answer:
+    """An upstream model server's answer as `model`, or the HTTP error the caller should get."""
+    status = response.status_code
+    if status == 200:
+        try:
+            return model.model_validate_json(response.content)
+        except ValidationError:
+            raise HTTPException(502, f"{name}'s answer does not fit the contract") from None
+    reason = detail(response)
+    if status in (413, 422):
+        # The input does not fit the model (wrong width, too many rows): the caller's to fix.
+        raise HTTPException(status, reason)
+    if status == 503:
+        raise HTTPException(503, f"{name} is not ready: {reason}", headers=RETRY_AFTER)
+    raise HTTPException(502, f"{name} answered {status}: {reason}")

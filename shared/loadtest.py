@@ -5,6 +5,11 @@ module finds the locustfile and the pattern's published port, runs Locust, and w
 report to reports/<pattern>-load.html. Exit code 0 only when every SLO bound holds.
 
     python -m shared.loadtest web-single --users 32 --duration 30s
+
+With --steps, a step load instead (qa_patterns/loading_test, the loading test kit): that many
+users in turn, --duration each, and a chart of latency against load with the SLO on it:
+
+    python -m shared.loadtest web-single --steps 4,8,16,32 --duration 10s
 """
 
 import argparse
@@ -80,9 +85,18 @@ def slo_breaches(
     return breaches
 
 
+# The SLO the locustfile in this process declared, for tools that run beside it (a step load).
+_declared: list[SLO] = []
+
+
+def declared_slo() -> SLO | None:
+    return _declared[-1] if _declared else None
+
+
 def enforce_slo(slo: SLO) -> None:
     """Make the Locust run exit non-zero when the SLO is broken, and make --run-time count from
     the start of the run (call from a locustfile)."""
+    _declared.append(slo)
     import gevent
     from locust import events
     from locust.stats import StatsEntry
@@ -138,11 +152,16 @@ def main() -> int:
     parser.add_argument("--host", help="base URL (default: the pattern's published port)")
     parser.add_argument("--port-offset", type=int, default=0, help="as given to make run")
     parser.add_argument("--users", type=int, default=32)
-    parser.add_argument("--duration", default="30s")
+    parser.add_argument("--duration", default="30s", help="the run's, or each step's")
+    parser.add_argument("--steps", help="a step load: users of each step, 4,8,16,32")
     args = parser.parse_args()
     entry = find(args.pattern)
     if entry is None or not (entry.path / "locustfile.py").exists():
         raise SystemExit(f"no locustfile for PATTERN={args.pattern}")
+    if args.steps:
+        from qa_patterns.loading_test.kit import step_load_main
+
+        return step_load_main(entry, args.host or entry_url(entry.path, args.port_offset), args)
     report = REPO_ROOT / "reports" / f"{entry.slug}-load.html"
     report.parent.mkdir(exist_ok=True)
     command = [

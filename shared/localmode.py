@@ -10,7 +10,10 @@ the Dockerfile's CMD), the same environment, and the same healthcheck, with thes
 - "0.0.0.0" becomes "127.0.0.1": local mode does not listen on the network;
 - services from public images come from the machine: Redis from REDIS_URL when it answers, else
   a private `redis-server` on a free port; PostgreSQL from DATABASE_URL (or 127.0.0.1:5432) when
-  it answers; otherwise a message saying what to install;
+  it answers; nginx is the machine's nginx, run with the templates the service mounts, rendered
+  as the image renders them (NginxServer); otherwise a message saying what to install;
+- a service with `profiles` runs only when COMPOSE_PROFILES names one (`docker compose
+  --profile nginx up` is `COMPOSE_PROFILES=nginx`);
 - "build" means `python -m shared.training ensure`: the models the Dockerfiles bake into images.
 
 Services start in depends_on order, each waiting for its dependencies' conditions
@@ -35,6 +38,7 @@ On Linux each process gets SIGKILL when local mode dies, even by kill -9: nothin
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -224,16 +228,62 @@ class Service:
     depends_on: dict[str, str]
     replicas: int
     restart: RestartPolicy
+    mounts: list[tuple[Path, str]] = field(default_factory=list)  # bind mounts: host, container
 
     @property
     def builds(self) -> bool:
         return self.image is None
+
+    @property
+    def runs_here(self) -> bool:
+        """A process of the pattern: built from this repository, or a public image that local
+        mode runs with the machine's own program (nginx). Either has ports of its own."""
+        return self.builds or _image_name(self.image).startswith(PROGRAM_IMAGES)
+
+
+# Public images local mode runs as a process of the pattern, with the machine's program and the
+# configuration the compose file mounts; Redis and PostgreSQL are servers it finds (or starts)
+# instead, reached by URL.
+PROGRAM_IMAGES = ("nginx",)
+
+
+def _image_name(image: str | None) -> str:
+    return (image or "").split("/")[-1]
+
+
+def _active(spec: Mapping[str, Any], variables: Mapping[str, str]) -> bool:
+    """Whether compose starts the service: one without profiles always, one with profiles only
+    when COMPOSE_PROFILES (as `docker compose --profile` sets it) names one of them, or is *."""
+    profiles = spec.get("profiles")
+    if not profiles:
+        return True
+    active = {p.strip() for p in variables.get("COMPOSE_PROFILES", "").split(",") if p.strip()}
+    return "*" in active or bool(active & set(profiles))
+
+
+def _bind_mounts(base: Path, volumes: list[Any]) -> list[tuple[Path, str]]:
+    """(host path, container path) of each bind mount (short or long syntax); named volumes
+    are left out."""
+    mounts = []
+    for volume in volumes:
+        if isinstance(volume, dict):
+            source, target = volume.get("source", ""), volume.get("target", "")
+            if volume.get("type", "volume") != "bind":
+                continue
+        else:
+            source, _, rest = str(volume).partition(":")
+            target = rest.split(":")[0]
+        if source.startswith((".", "/", "~")) and target:
+            mounts.append(((base / Path(source).expanduser()).resolve(), target))
+    return mounts
 
 
 def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]:
     raw = _interpolate_tree(yaml.safe_load(path.read_text()), variables)
     services: dict[str, Service] = {}
     for name, spec in raw["services"].items():
+        if not _active(spec, variables):
+            continue
         build = spec.get("build")
         image = None if build else spec.get("image")
         if build is None and image is None:
@@ -291,6 +341,7 @@ def load_compose(path: Path, variables: Mapping[str, str]) -> dict[str, Service]
             },
             replicas=int((spec.get("deploy") or {}).get("replicas", 1)),
             restart=RestartPolicy.from_compose(name, spec),
+            mounts=_bind_mounts(path.parent, spec.get("volumes") or []),
         )
     return services
 
@@ -355,10 +406,30 @@ class AddressBook:
         )
 
 
+# Ports free_port has handed out on this machine, one empty file each (its mtime: when).
+HANDED_OUT = Path(tempfile.gettempdir()) / "localmode-ports"
+PORT_HOLD_SECONDS = 300.0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    """A free port on 127.0.0.1 that no local-mode run on this machine was given in the last
+    PORT_HOLD_SECONDS. The kernel's bind(0) knows only the ports bound now: between this call
+    and the server binding the port, it may give the same one to another pattern starting at the
+    same moment (parallel tests), which then answers the first one's health checks."""
+    HANDED_OUT.mkdir(exist_ok=True)
+    with open(HANDED_OUT / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # across processes; closing the file releases it
+        for _ in range(1000):
+            with socket.socket() as sock:
+                sock.bind((LOCALHOST, 0))
+                port = int(sock.getsockname()[1])
+            mark = HANDED_OUT / str(port)
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - mark.stat().st_mtime < PORT_HOLD_SECONDS:
+                    continue
+            mark.touch()
+            return port
+    raise LocalModeError(f"every free port was handed out in the last {PORT_HOLD_SECONDS:g} s")
 
 
 def _free(port: int) -> bool:
@@ -551,6 +622,149 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def nginx_binary() -> str | None:
+    """The machine's nginx (Debian installs it in /usr/sbin, often off a user's PATH), or None."""
+    return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
+
+
+def envsubst(text: str, variables: Mapping[str, str]) -> str:
+    """What the nginx image's entrypoint does to a template: `envsubst` given the names of the
+    variables its environment defines, so $NAME and ${NAME} of those are replaced and every
+    other $word (nginx's own $host, $request_id) is left as it is."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return variables[name] if name in variables else match.group(0)
+
+    return re.sub(r"\$\{([A-Za-z_]\w*)\}|\$([A-Za-z_]\w*)", substitute, text)
+
+
+# The official image's nginx.conf, but for the paths: its pid, logs and temporary files go in
+# the run's own directory, so the machine's nginx needs no root and leaves nothing behind.
+_NGINX_MAIN = """\
+worker_processes auto;
+pid {dir}/nginx.pid;
+events {{
+    worker_connections 1024;
+}}
+http {{
+    default_type application/octet-stream;
+    # The image logs each request to stdout; here they go to a file, out of the way of the
+    # services' output (a load test would flood it).
+    access_log {dir}/access.log;
+    sendfile on;
+    keepalive_timeout 65;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    include {dir}/conf.d/*.conf;
+}}
+"""
+NGINX_TEMPLATES = "/etc/nginx/templates/"
+NGINX_CONF_D = "/etc/nginx/conf.d/"
+
+
+class NginxServer:
+    """A service from the public nginx image, run by the machine's nginx with the pattern's own
+    configuration, as the image would run it.
+
+    The image renders each mounted /etc/nginx/templates/*.template with envsubst (the
+    service's environment) into /etc/nginx/conf.d/, which its nginx.conf includes in http {};
+    files mounted into /etc/nginx/conf.d/ are used as they are. Here the same templates are
+    rendered with the same environment, translated as every service's is (a value that is the
+    service's own port becomes the port local mode gives it, predictor:8001 becomes
+    127.0.0.1:<its port>), into a private directory, next to a main configuration like the
+    image's, and `nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'` runs it in the foreground.
+    So a template listens where it is told: `listen ${SOME_PORT};`, with SOME_PORT the
+    container port in compose. Up means every port of the service answers; its compose
+    healthcheck runs in the image (with the image's tools) and is not run here.
+    """
+
+    def __init__(
+        self,
+        service: Service,
+        environment: Mapping[str, str],
+        ports: Mapping[int, int],
+        echo: TextIO | None,
+    ) -> None:
+        binary = nginx_binary()
+        if binary is None:
+            raise LocalModeError(
+                f"service {service.name} runs nginx: install it (Debian: apt-get install "
+                "nginx-light; macOS: brew install nginx) or run the pattern with Docker"
+            )
+        self.name = service.name
+        self.ports = sorted(ports.values())
+        self.dir = tempfile.mkdtemp(prefix="localmode-nginx-")
+        os.chmod(self.dir, 0o755)  # nginx's workers (another user when run as root) write here
+        conf_d = Path(self.dir) / "conf.d"
+        conf_d.mkdir()
+        for source, target in service.mounts:
+            self._configure(source, target, conf_d, environment)
+        if not any(conf_d.iterdir()):
+            raise LocalModeError(
+                f"service {service.name}: no configuration mounted into {NGINX_TEMPLATES} or "
+                f"{NGINX_CONF_D}, where the nginx image reads it"
+            )
+        main = Path(self.dir) / "nginx.conf"
+        main.write_text(_NGINX_MAIN.format(dir=self.dir))
+        # -e: the log nginx writes before it has read the configuration (else /var/log/nginx).
+        self.args = [binary, "-p", self.dir, "-e", "stderr", "-c", str(main), "-g", "daemon off;"]
+        self.echo = echo
+        self.process: Process | None = None
+        self.start()
+
+    def _configure(
+        self, source: Path, target: str, conf_d: Path, environment: Mapping[str, str]
+    ) -> None:
+        """Render (templates) or copy (conf.d files) what one mount puts in the image."""
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        for file in files:
+            inside = (
+                target if file == source else f"{target.rstrip('/')}/{file.relative_to(source)}"
+            )
+            if inside.startswith(NGINX_TEMPLATES) and inside.endswith(".template"):
+                out = conf_d / inside[len(NGINX_TEMPLATES) : -len(".template")]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(envsubst(file.read_text(), environment))
+            elif inside.startswith(NGINX_CONF_D):
+                out = conf_d / inside[len(NGINX_CONF_D) :]
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(file, out)
+            else:
+                raise LocalModeError(
+                    f"service {self.name}: local mode runs an nginx image from templates "
+                    f"in {NGINX_TEMPLATES} or files in {NGINX_CONF_D}, not {inside}"
+                )
+
+    def start(self) -> None:
+        for port in self.ports:  # else another program's answer would pass for nginx's
+            if not _free(port):
+                raise LocalModeError(f"port {port} for {self.name} is taken by another program")
+        self.process = Process(self.name, self.args, dict(os.environ), self.echo, REPO_ROOT)
+        deadline = time.monotonic() + 10
+        while not all(_answers(LOCALHOST, port, 0.2) for port in self.ports):
+            if not self.process.alive() or time.monotonic() > deadline:
+                self.process.stop()
+                raise LocalModeError(
+                    f"nginx for {self.name} did not listen on {self.ports} (a template listens "
+                    f"on a port its environment gives, so local mode can move it):\n"
+                    f"{self.process.output()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()
+            self.process.report_exit("stopped by local mode")
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def _machine_url(url: str | None) -> str | None:
     """The URL, if a server answers there."""
     if url:
@@ -606,13 +820,14 @@ class LocalPattern:
         self.build = build
         self.addresses = AddressBook()
         for name, service in self.services.items():
-            if service.builds:
+            if service.runs_here:
                 self.addresses.ports[name] = {
                     inside: self._place(published, ports)
                     for inside, published in service.ports.items()
                 }
         self.processes: dict[str, list[Process]] = {name: [] for name in self.services}
-        self.redis: dict[str, RedisServer] = {}
+        # The servers it started for public images: a private Redis, nginx.
+        self.servers: dict[str, RedisServer | NginxServer] = {}
         # Services others wait on to complete: their exit 0 is the normal end.
         self.one_shots = {
             dep
@@ -733,13 +948,13 @@ class LocalPattern:
 
     def restart_infrastructure(self, name: str) -> None:
         """Stop and start a private infrastructure server (same port, same data directory)."""
-        if name not in self.redis:
+        if name not in self.servers:
             raise LocalModeError(f"{name} is not a private server of this run: cannot restart it")
-        self.redis[name].stop()
-        self.redis[name].start()
+        self.servers[name].stop()
+        self.servers[name].start()
 
     def stop_infrastructure(self, name: str) -> None:
-        self.redis[name].stop()
+        self.servers[name].stop()
 
     def wait_healthy(self, name: str, index: int = 0) -> None:
         """Wait until replica `index` passes its healthcheck; through restarts, as Docker's
@@ -810,7 +1025,7 @@ class LocalPattern:
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
         self._report_exits()  # those the supervisor had no time to see
-        for server in self.redis.values():
+        for server in self.servers.values():
             server.close()
 
     # Inside ---------------------------------------------------------------------------------
@@ -842,11 +1057,14 @@ class LocalPattern:
                         # A container ends with its main process: so do the children left behind.
                         process.signal(signal.SIGKILL)
                         process.report_exit(self._exit_action(name, process, code, restarts))
-            for server in self.redis.values():  # its stop() reports the exits it causes
-                redis = server.process
-                if redis is not None and not redis.alive():
-                    why = redis.stopped_by or "not restarted: local mode does not restart its Redis"
-                    redis.report_exit(why)
+            for server in self.servers.values():  # its stop() reports the exits it causes
+                own = server.process
+                if own is not None and not own.alive():
+                    why = (
+                        own.stopped_by
+                        or "not restarted: local mode does not restart the servers it provides"
+                    )
+                    own.report_exit(why)
 
     def _exit_action(self, name: str, process: Process, code: int, restarts: _Restarts) -> str:
         """What local mode does about an exit (and a restart, if any, is scheduled)."""
@@ -914,22 +1132,38 @@ class LocalPattern:
                     )
 
     def _provide(self, service: Service) -> None:
-        image = (service.image or "").split("/")[-1]
+        image = _image_name(service.image)
+        if image.startswith("nginx"):
+            environment = {
+                k: self.addresses.translate(v, service.name) for k, v in service.environment.items()
+            }
+            nginx = NginxServer(service, environment, self.addresses.ports[service.name], self.echo)
+            with self._lock:
+                self.servers[service.name] = nginx
+            return
         if image.startswith("redis"):
             url = _machine_url(self.variables.get("REDIS_URL"))
             if url is None:
                 server = RedisServer(service.command, self.echo)
                 with self._lock:
-                    self.redis[service.name] = server
+                    self.servers[service.name] = server
                 url = server.url
         elif image.startswith("postgres"):
-            default = f"postgresql://postgres@{LOCALHOST}:5432/postgres"
-            url = _machine_url(self.variables.get("DATABASE_URL") or default)
+            # The machine's server, and there the database the compose file names (POSTGRES_DB),
+            # made on first use as the image makes it: each pattern's tables apart from the
+            # others'. DATABASE_URL (a test's own database) overrides both.
+            database = service.environment.get("POSTGRES_DB", "postgres")
+            given = self.variables.get("DATABASE_URL")
+            url = _machine_url(given or f"postgresql://postgres@{LOCALHOST}:5432/{database}")
             if url is None:
                 raise NoPostgres(
                     "this pattern needs PostgreSQL: set DATABASE_URL to one that answers, or "
                     "install and start one on 127.0.0.1:5432 (Debian: apt-get install postgresql)"
                 )
+            if not given:
+                from shared.database import create_database  # SQLAlchemy only where needed
+
+                create_database(url)
         else:
             raise LocalModeError(f"local mode cannot provide image {service.image}; use Docker")
         self.addresses.urls[service.name] = url

@@ -3,19 +3,24 @@ skeleton every model server shares (create_model_service)."""
 
 import json
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.responses import Response
 
+from shared import __version__
+from shared.batching import MicroBatcher, Overloaded
+from shared.open_inference import TensorSpec, add_open_inference_routes
 from shared.schemas import Metadata, PredictRequest, UnscorableRows
-from shared.service import Slot, create_service
+from shared.service import Slot, create_service, error_key
 from shared.settings import ModelServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -67,8 +72,30 @@ class Predictor:
         self.session = ort.InferenceSession(
             str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        self._input = self.session.get_inputs()[0].name
-        self._probabilities = self.session.get_outputs()[1].name
+        # The graph's tensors, as the Open Inference Protocol describes them.
+        self.inputs = [TensorSpec.of(node) for node in self.session.get_inputs()]
+        self.outputs = [TensorSpec.of(node) for node in self.session.get_outputs()]
+        self._input = self.inputs[0].name
+        self._probabilities = self.outputs[1].name
+        # Set by create_model_service when MAX_BATCH_SIZE > 1: apredict and arun go through it.
+        self.batcher: MicroBatcher | None = None
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        """The named outputs for the given inputs: the graph as it stands (the protocol's infer)."""
+        results: list[np.ndarray] = self.session.run(outputs, feeds)
+        return results
+
+    def run_all(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Every output for the given inputs, by name (what the micro-batcher runs)."""
+        names = [spec.name for spec in self.outputs]
+        return dict(zip(names, self.session.run(names, feeds), strict=True))
+
+    async def arun(self, feeds: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        """run(), in a batch with other callers' rows when micro-batching is on."""
+        if self.batcher is None:
+            return self.run(feeds, outputs)
+        found = await self.batcher(feeds)
+        return [found[name] for name in outputs]
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities, one row per input row, columns in card.labels order."""
@@ -77,7 +104,17 @@ class Predictor:
 
     def predict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
         """Per row, the label and the probability of every class (the API contract's shape)."""
-        proba = self.predict_proba(np.asarray(rows, dtype=np.float32))
+        return self._predictions(self.predict_proba(np.asarray(rows, dtype=np.float32)))
+
+    async def apredict(self, rows: list[list[float]]) -> list[dict[str, Any]]:
+        """predict(), in a batch with other callers' rows when micro-batching is on (what the
+        model servers' /predict routes call)."""
+        if self.batcher is None:
+            return self.predict(rows)
+        feeds = {self._input: np.asarray(rows, dtype=np.float32)}
+        return self._predictions((await self.arun(feeds, [self._probabilities]))[0])
+
+    def _predictions(self, proba: np.ndarray) -> list[dict[str, Any]]:
         if not np.isfinite(proba).all():
             raise UnscorableRows(np.flatnonzero(~np.isfinite(proba).all(axis=1)).tolist())
         labels = self.card.labels
@@ -99,16 +136,48 @@ def create_model_service(
 
     The model loads in the background: /ready is 503 until it is in memory. GET /metadata
     describes it: name, version, features, labels, the request body's schema and a sample
-    request (by default {"data": <the card's sample rows>}). The pattern adds /predict.
+    request (by default {"data": <the card's sample rows>}). The Open Inference Protocol's REST
+    routes (/v2/..., shared.open_inference) serve the same model. The pattern adds /predict.
     """
-    model = Slot("model", settings.model_dir, lambda: Predictor(settings.model_dir))
+    batching = settings.max_batch_size > 1
 
-    def lifespan(app: FastAPI) -> AbstractAsyncContextManager[None]:
-        return model.loading()
+    def load() -> Predictor:
+        predictor = Predictor(settings.model_dir)
+        if batching:
+            predictor.batcher = MicroBatcher(
+                predictor.run_all,
+                max_batch_size=settings.max_batch_size,
+                max_wait_seconds=settings.max_batch_wait_ms / 1000,
+                max_queue=settings.max_batch_queue,
+                service=name,
+            )
+        return predictor
+
+    model = Slot("model", settings.model_dir, load)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            await stack.enter_async_context(model.loading())
+            stack.push_async_callback(_close_batcher, model)
+            if settings.grpc_address is not None:
+                # Imported here: grpcio is in the model servers' image, not in every image that
+                # imports this module for Predictor (the queue worker, the batch job).
+                from shared.open_inference_grpc import serving_grpc
+
+                await stack.enter_async_context(serving_grpc(app, model, name, settings))
+            yield
 
     app = create_service(
-        name, settings, lifespan, description=description, readiness={"model": model.readiness}
+        name,
+        settings,
+        lifespan,
+        description=description,
+        readiness={"model": model.readiness},
     )
+    app.add_exception_handler(Overloaded, _overloaded)
+
+    add_open_inference_routes(app, model, name, __version__, settings.max_rows)
 
     @app.get("/metadata", tags=["model"])
     async def metadata() -> Metadata:
@@ -116,3 +185,15 @@ def create_model_service(
         return card.metadata(input_schema, sample_input(card) if sample_input else None)
 
     return app, model
+
+
+async def _close_batcher(model: Slot[Predictor]) -> None:
+    if model.value is not None and model.value.batcher is not None:
+        await model.value.batcher.close()
+
+
+async def _overloaded(request: Request, exc: Exception) -> Response:
+    """503 with Retry-After: the micro-batcher's queue is full or too slow for this request."""
+    return JSONResponse(
+        {error_key(request.url.path): str(exc)}, status_code=503, headers={"Retry-After": "1"}
+    )

@@ -53,7 +53,7 @@ class Prediction(BaseModel):
 
 
 # The iris model's answer to PredictRequest's example: /docs shows what the services answer
-# (tests/test_readmes.py sends the example and compares).
+# (tests/test_contract.py sends the example and compares).
 IRIS_SAMPLE_PREDICTIONS: list[JsonValue] = [
     {
         "label": "setosa",

@@ -6,6 +6,7 @@ readiness checks; the mechanics of the pattern stay in the pattern's folder.
 """
 
 import asyncio
+import inspect
 import json
 import logging
 import os
@@ -13,8 +14,12 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
+from enum import Enum
+from functools import partial
 from typing import Any, Generic, TypeVar
 
+import anyio
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -37,19 +42,29 @@ from shared.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 # One line per request costs more than a small model's prediction, so successful requests are
-# logged at DEBUG; failures (4xx, 5xx) always, with the request id to trace them.
+# logged at DEBUG; failures always, with the request id to trace them: a 5xx at ERROR (something
+# broke), except 503, at WARNING: a service that sheds load or is not ready yet answers it on
+# purpose, and an overload must not flood the error log.
 access_log = logging.getLogger("shared.access")
+
+
+def access_level(status: int) -> int:
+    if status >= 500:
+        return logging.WARNING if status == 503 else logging.ERROR
+    return logging.INFO if status >= 400 else logging.DEBUG
+
 
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only double the scrape size
 
 REQUESTS = Counter(
     "http_requests_total", "HTTP requests answered", ["service", "method", "route", "status"]
 )
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY = Histogram(
     "http_request_duration_seconds",
     "Time from request to the last byte of the response",
     ["service", "route"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    buckets=LATENCY_BUCKETS,
 )
 
 # What a request with a body can get before its handler runs, for the OpenAPI `responses` of
@@ -60,6 +75,26 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Body larger than the service's limit (MAX_BODY_BYTES)"},
     415: {"description": "Content-Type is not application/json (UTF-8)"},
 }
+# While a request with a body is handled: a check, without waiting, of whether its client has
+# gone away (uvicorn runs a handler on after its client has left). The micro-batcher drops the
+# rows of a request whose client has gone before they reach the model.
+client_gone_var: ContextVar[Callable[[], Awaitable[bool]] | None] = ContextVar(
+    "client_gone", default=None
+)
+
+
+def error_key(path: str) -> str:
+    """The key of an error answer's message: the protocol's "error" under /v2/, else FastAPI's
+    "detail"."""
+    return "error" if path.startswith(OPEN_INFERENCE_PREFIX) else "detail"
+
+
+class ClientGone(Exception):
+    """Raised in a handler whose client has gone away (client_gone_var said so): no answer."""
+
+
+# Where the Open Inference Protocol's routes are (shared/open_inference.py).
+OPEN_INFERENCE_PREFIX = "/v2/"
 # A caller's id is kept only if it is a sane token; anything else would poison logs and headers.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -82,7 +117,11 @@ class ServiceMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, service: str, max_body_bytes: int, body_timeout_seconds: float
+        self,
+        app: ASGIApp,
+        service: str,
+        max_body_bytes: int,
+        body_timeout_seconds: float,
     ) -> None:
         self.app = app
         self.service = service
@@ -113,6 +152,10 @@ class ServiceMiddleware:
             request_id = os.urandom(16).hex()
         token = request_id_var.set(request_id)
         id_header = (b"x-request-id", request_id.encode())
+        # The Open Inference Protocol's bodies may be JSON then raw tensor bytes, sent with no
+        # Content-Type (Triton's clients): its routes read them; its errors are {"error": ...}.
+        protocol = scope["path"].startswith(OPEN_INFERENCE_PREFIX)
+        key = error_key(scope["path"])
         status, response_started = 500, False
 
         async def send_with_id(message: Message) -> None:
@@ -124,39 +167,43 @@ class ServiceMiddleware:
 
         try:
             if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
-                await _answer(413, self.too_large, send_with_id, close=True)
+                await _answer(413, self.too_large, send_with_id, key, close=True)
             elif chunked or (length is not None and length != b"0"):
-                problem = _not_json(content_type)
+                problem = None if protocol else _not_json(content_type)
                 if problem:
-                    await _answer(415, problem, send_with_id, close=True)
+                    await _answer(415, problem, send_with_id, key, close=True)
                 else:
-                    body = await self._read_body(receive, send_with_id)
+                    body = await self._read_body(receive, send_with_id, key, utf8=not protocol)
                     if body is not None:
-                        await self.app(scope, _replay(body, receive), send_with_id)
+                        gone_token = client_gone_var.set(partial(_has_left, receive))
+                        try:
+                            await self.app(scope, _replay(body, receive), send_with_id)
+                        finally:
+                            client_gone_var.reset(gone_token)
                     elif not response_started:
                         status = 499  # nginx's "client closed request": nobody to answer
             else:
                 await self.app(scope, receive, send_with_id)
+        except ClientGone:
+            status = 499  # its work was dropped: nobody to answer
         except Exception:
             if response_started:
                 raise
             # Caught here, where the request id is known: the 500 and its log line carry it.
             logger.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            await _answer(500, "internal server error", send_with_id)
+            await _answer(500, "internal server error", send_with_id, key)
         finally:
             seconds = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", "unmatched")
             self._observe(scope["method"], route, status, seconds)
-            level = (
-                logging.ERROR if status >= 500 else logging.INFO if status >= 400 else logging.DEBUG
-            )
+            level = access_level(status)
             if access_log.isEnabledFor(level):
                 access_log.log(
                     level, "%s %s %d %.1fms", scope["method"], scope["path"], status, seconds * 1000
                 )
             request_id_var.reset(token)
 
-    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+    async def _read_body(self, receive: Receive, send: Send, key: str, utf8: bool) -> bytes | None:
         """The whole body, or None once the client got its 4xx (or went away)."""
         chunks: list[bytes] = []
         size = 0
@@ -170,20 +217,22 @@ class ServiceMiddleware:
                     chunk = message.get("body", b"")
                     size += len(chunk)
                     if size > self.max_body_bytes:
-                        await _answer(413, self.too_large, send, close=True)
+                        await _answer(413, self.too_large, send, key, close=True)
                         return None
                     chunks.append(chunk)
                     if not message.get("more_body", False):
                         break
         except TimeoutError:
-            await _answer(408, self.too_slow, send, close=True)
+            await _answer(408, self.too_slow, send, key, close=True)
             return None
         body = b"".join(chunks)
+        if not utf8:
+            return body
         try:
             body.decode()
         except UnicodeDecodeError as exc:
             # JSON is UTF-8 (RFC 8259); said here once, with the position, for every service.
-            await _answer(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}", send)
+            await _answer(400, f"body is not UTF-8: {exc.reason} at byte {exc.start}", send, key)
             return None
         return body
 
@@ -214,6 +263,16 @@ def _not_json(content_type: bytes | None) -> str | None:
     return None
 
 
+async def _has_left(receive: Receive) -> bool:
+    """Whether the client of a request whose body is read has gone away, without waiting: what
+    Starlette's Request.is_disconnected does (the receive is cancelled unless a message is
+    there already; uvicorn has one, http.disconnect, once the connection is lost)."""
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        return bool((await receive())["type"] == "http.disconnect")
+    return False
+
+
 def _replay(body: bytes, receive: Receive) -> Receive:
     """A receive that gives the app the body already read, then the client's own messages."""
     replayed = False
@@ -228,8 +287,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-async def _answer(status: int, detail: str, send: Send, close: bool = False) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _answer(status: int, detail: str, send: Send, key: str, close: bool = False) -> None:
+    body = json.dumps({key: detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
     if close:  # the rest of the body is never read: the connection cannot be reused
         headers.append((b"connection", b"close"))
@@ -267,6 +326,18 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": errors}, status_code=422)
 
 
+async def failing_checks(checks: Mapping[str, Check]) -> dict[str, str]:
+    """name -> reason of each check that reports one (/health's and /ready's answer)."""
+    reasons = {}
+    for check_name, check in checks.items():
+        reason = check()
+        if not isinstance(reason, str | None):
+            reason = await reason
+        if reason:
+            reasons[check_name] = reason
+    return reasons
+
+
 def create_service(
     name: str,
     settings: ServiceSettings,
@@ -296,16 +367,6 @@ def create_service(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(UnscorableRows, _unscorable)
 
-    async def failing(checks: dict[str, Check]) -> dict[str, str]:
-        reasons = {}
-        for check_name, check in checks.items():
-            reason = check()
-            if not isinstance(reason, str | None):
-                reason = await reason
-            if reason:
-                reasons[check_name] = reason
-        return reasons
-
     @app.get(
         "/health",
         tags=["operations"],
@@ -313,7 +374,7 @@ def create_service(
         responses={503: {"description": "Unhealthy, with the reasons"}},
     )
     async def health() -> Response:
-        reasons = await failing(app.state.liveness)
+        reasons = await failing_checks(app.state.liveness)
         if reasons:
             return JSONResponse({"status": "unhealthy", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ok"})
@@ -325,7 +386,7 @@ def create_service(
         responses={503: {"description": "Not ready, with the reasons"}},
     )
     async def ready() -> Response:
-        reasons = await failing(app.state.readiness)
+        reasons = await failing_checks(app.state.readiness)
         if reasons:
             return JSONResponse(
                 {"status": "not ready", "reasons": reasons},
@@ -364,6 +425,8 @@ def add_hot_route(
     answer: type[BaseModel],
     summary: str,
     responses: dict[int | str, dict[str, Any]] | None = None,
+    tags: list[str | Enum] | None = None,
+    operation_id: str | None = None,
 ) -> None:
     """Serve a POST endpoint as a plain Starlette route in front of FastAPI's routes.
 
@@ -376,9 +439,18 @@ def add_hot_route(
     """
     app.router.routes.insert(0, _HotRoute(path, endpoint, methods=["POST"]))
 
-    async def documented(payload: body) -> answer:  # type: ignore[valid-type]
+    async def documented(**parameters: Any) -> Any:
         raise NotImplementedError  # never called: only its signature is read, for OpenAPI
 
+    # The signature FastAPI documents: the path's parameters (strings), the body, the answer.
+    path_parameters = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=str)
+        for name in re.findall(r"{(\w+)}", path)
+    ]
+    body_parameter = inspect.Parameter("payload", inspect.Parameter.KEYWORD_ONLY, annotation=body)
+    documented.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [*path_parameters, body_parameter], return_annotation=answer
+    )
     documented.__doc__ = endpoint.__doc__
     docs = APIRoute(
         path,
@@ -386,8 +458,8 @@ def add_hot_route(
         methods=["POST"],
         summary=summary,
         responses=responses,
-        tags=["model"],
-        operation_id=endpoint.__name__,
+        tags=tags or ["model"],
+        operation_id=operation_id or endpoint.__name__,
     )
     build_openapi = app.openapi
 

@@ -24,8 +24,50 @@ class ServiceSettings(BaseSettings):
     )
 
 
+class UpstreamSettings(ServiceSettings):
+    """A service that calls another (a model server): how its calls are bounded
+    (shared.http.ServiceClient.configured). The upstream's URL is the service's own field."""
+
+    timeout_seconds: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Deadline on the whole call to the upstream (connect, send, wait, read): "
+        "then 504",
+    )
+    max_connections: int = Field(
+        100, gt=0, description="Size of the connection pool to the upstream"
+    )
+    max_in_flight: int = Field(
+        200,
+        gt=0,
+        description="Most calls to the upstream at once, waiting for a connection or holding "
+        "one; past it a request gets 503 at once",
+    )
+
+
 class ModelServiceSettings(ServiceSettings):
     """A service that serves a model from a directory holding model.onnx and model.json."""
 
     model_dir: str = Field("models/iris", description="Directory of the exported model")
     max_rows: int = Field(100, gt=0, description="Most rows one /predict request may carry")
+    grpc_address: str | None = Field(
+        None,
+        description="Where to serve the Open Inference Protocol over gRPC (0.0.0.0:8001, say); "
+        "unset: HTTP only",
+    )
+    max_batch_size: int = Field(
+        0,
+        ge=0,
+        description="Micro-batching: most rows gathered from concurrent requests into one model "
+        "call (0 or 1: off, each request calls the model itself)",
+    )
+    max_batch_wait_ms: float = Field(
+        1000.0,
+        gt=0,
+        description="Micro-batching: the longest a request may wait for its model call; one "
+        "that would wait longer gets 503 with Retry-After at once",
+    )
+    max_batch_queue: int = Field(
+        1024, gt=0, description="Micro-batching: most requests waiting; beyond, 503 at once"
+    )

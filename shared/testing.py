@@ -15,13 +15,15 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-# What the patterns' tests use of local mode: its runner, the repository root, a free port and
-# redis_server's type. Imported from here, so that local mode's insides can change freely.
+# What the patterns' tests use of local mode: its runner, the repository root, a free port,
+# redis_server's type and where the machine's nginx is. Imported from here, so that local mode's
+# insides can change freely.
 from shared.localmode import REPO_ROOT as REPO_ROOT
 from shared.localmode import LocalPattern as LocalPattern
 from shared.localmode import NoPostgres
 from shared.localmode import RedisServer as RedisServer
 from shared.localmode import free_port as free_port
+from shared.localmode import nginx_binary as nginx_binary
 
 if TYPE_CHECKING:  # imported where used: benchmarks need these helpers, not Starlette's client
     from fastapi import FastAPI
@@ -64,7 +66,7 @@ def served(app: "FastAPI", **config: object) -> Iterator[str]:
     import uvicorn
 
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, **config)  # type: ignore[arg-type]
+        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_config=None, **config)  # type: ignore[arg-type]
     )
     thread = threading.Thread(target=server.run, name="served", daemon=True)
     thread.start()
@@ -148,7 +150,7 @@ def pattern_running(folder: str | Path, **variables: str) -> Iterator[LocalPatte
     shell = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
     with ExitStack() as stack:
         try:
-            if "DATABASE_URL" not in variables and _has_postgres(Path(folder)):
+            if "DATABASE_URL" not in variables and postgres_database_name(Path(folder)):
                 variables["DATABASE_URL"] = stack.enter_context(postgres_database("pattern"))
             pattern = LocalPattern(folder, ports="free", variables={**shell, **variables})
             stack.callback(pattern.stop)
@@ -158,6 +160,11 @@ def pattern_running(folder: str | Path, **variables: str) -> Iterator[LocalPatte
         yield pattern
 
 
-def _has_postgres(folder: Path) -> bool:
+def postgres_database_name(folder: Path) -> str | None:
+    """The database the pattern's PostgreSQL service makes (its POSTGRES_DB), which local mode
+    uses on the machine's server; None for a pattern without one."""
     services = yaml.safe_load((folder / "compose.yaml").read_text())["services"].values()
-    return any(s.get("image", "").split("/")[-1].startswith("postgres") for s in services)
+    for service in services:
+        if service.get("image", "").split("/")[-1].startswith("postgres"):
+            return str((service.get("environment") or {}).get("POSTGRES_DB", "postgres"))
+    return None

@@ -5,10 +5,12 @@ deterministic (fixed seeds, fixed split), so the same library versions give the 
 
     python -m shared.training iris --out models/iris
     python -m shared.training digits --out models/digits   # preprocess.json + model.onnx
+    python -m shared.training iris_forest --out models/iris_forest   # any name of REGISTRY
     python -m shared.training ensure          # every registered model missing under models/
 """
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -20,12 +22,17 @@ from typing import Any
 
 import numpy as np
 from skl2onnx import to_onnx
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.datasets import load_digits, load_iris
 from sklearn.decomposition import PCA
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import cross_val_predict, train_test_split
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +55,22 @@ def iris_dataset() -> Dataset:
 
 
 def export(
-    pipeline: Pipeline, data: Dataset, name: str, version: str, out_dir: Path, **card: Any
+    pipeline: Pipeline,
+    data: Dataset,
+    name: str,
+    version: str,
+    out_dir: Path,
+    augment: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None,
+    **card: Any,
 ) -> dict[str, Any]:
-    """Fit, evaluate on a held-out split, and write model.onnx plus its card model.json."""
+    """Fit, evaluate on a held-out split, and write model.onnx plus its card model.json.
+
+    augment, if given, grows the training split only: the held-out rows stay unseen."""
     x_train, x_test, y_train, y_test = train_test_split(
         data.x, data.y, test_size=0.25, random_state=SEED, stratify=data.y
     )
+    if augment is not None:
+        x_train, y_train = augment(x_train, y_train)
     pipeline.fit(x_train, y_train)
     accuracy = float(pipeline.score(x_test, y_test))
     # zipmap=False: probabilities come back as one float tensor, not a list of dicts.
@@ -159,8 +176,145 @@ def train_digits(out_dir: Path) -> dict[str, Any]:
     return card
 
 
+# Three different learners on iris, for the horizontal pattern: independent models of one input
+# whose answers the proxy aggregates (each small: all three train in about a second).
+def train_iris_forest(out_dir: Path) -> dict[str, Any]:
+    forest = RandomForestClassifier(n_estimators=30, max_depth=4, random_state=SEED)
+    return export(make_pipeline(forest), iris_dataset(), "iris-forest", "1.0.0", out_dir)
+
+
+def train_iris_svm(out_dir: Path) -> dict[str, Any]:
+    # Calibrated on held-out folds: an SVM's own scores are no probabilities to average.
+    svm = CalibratedClassifierCV(SVC(kernel="rbf"), ensemble=False)
+    return export(
+        make_pipeline(StandardScaler(), svm), iris_dataset(), "iris-svm", "1.0.0", out_dir
+    )
+
+
+def train_iris_mlp(out_dir: Path) -> dict[str, Any]:
+    mlp = MLPClassifier(hidden_layer_sizes=(16,), max_iter=2000, random_state=SEED)
+    return export(
+        make_pipeline(StandardScaler(), mlp), iris_dataset(), "iris-mlp", "1.0.0", out_dir
+    )
+
+
+# The digits cascade, for the vertical pattern: a coarse model says which half of the digits an
+# 8x8 image shows (0-4 or 5-9), and a specialist for that half names the digit. A specialist
+# takes the coarse model's output as input too: its rows are the 64 pixels followed by the
+# coarse probabilities, in COARSE_LABELS order (the proxy builds them the same way).
+COARSE_LABELS = ["0-4", "5-9"]
+PIXELS = [f"pixel_{i}" for i in range(64)]
+
+
+def digits_pixels() -> Dataset:
+    """Raw 8x8 images flattened to 64 intensities 0..16, labelled with their digit."""
+    bunch = load_digits()
+    labels = [str(label) for label in bunch.target_names]
+    return Dataset(bunch.data.astype(np.float32), bunch.target, labels, PIXELS)
+
+
+def _coarse_pipeline() -> Pipeline:
+    # A small forest: 98% right on the halves where a linear model is 89%, in a tenth of a second.
+    return make_pipeline(RandomForestClassifier(n_estimators=30, max_depth=8, random_state=SEED))
+
+
+def train_digits_coarse(out_dir: Path) -> dict[str, Any]:
+    digits = digits_pixels()
+    halves = Dataset(digits.x, (digits.y >= 5).astype(int), COARSE_LABELS, PIXELS)
+    return export(_coarse_pipeline(), halves, "digits-coarse", "1.0.0", out_dir)
+
+
+@functools.cache
+def _coarse_probabilities() -> np.ndarray:
+    """Each image's coarse probabilities from a model that never saw it (5-fold): a specialist
+    trained on the coarse model's answers to its own training rows would trust them too much."""
+    digits = digits_pixels()
+    proba: np.ndarray = cross_val_predict(
+        _coarse_pipeline(), digits.x, digits.y >= 5, cv=5, method="predict_proba"
+    )
+    return proba.astype(np.float32)
+
+
+def _train_digits_specialist(out_dir: Path, half: str, digits_of_half: range) -> dict[str, Any]:
+    digits = digits_pixels()
+    mine = np.isin(digits.y, digits_of_half)
+    stacked = Dataset(
+        np.hstack([digits.x, _coarse_probabilities()])[mine],
+        digits.y[mine] - digits_of_half.start,
+        [str(d) for d in digits_of_half],
+        [*PIXELS, *(f"coarse_{label}" for label in COARSE_LABELS)],
+    )
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=SEED))
+    return export(pipeline, stacked, f"digits-{half}", "1.0.0", out_dir, input_from="digits-coarse")
+
+
+def train_digits_low(out_dir: Path) -> dict[str, Any]:
+    return _train_digits_specialist(out_dir, "low", range(5))
+
+
+def train_digits_high(out_dir: Path) -> dict[str, Any]:
+    return _train_digits_specialist(out_dir, "high", range(5, 10))
+
+
+# Two models of one input for the online-bigsize antipattern: a big slow one and a small fast
+# one that answer the same API. The big one is a nearest-neighbour classifier over the training
+# images and their copies shifted by up to SHIFT pixels each way: it trains in no time, is as big
+# as its reference set, and each prediction measures its distance to every reference. The copies
+# make it no more accurate here (98.4 % with or without them), only as big as it takes to miss
+# the antipattern's SLO at its target rate. The small one is a linear model.
+SHIFT = 2
+
+
+def shifted_copies(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each 8x8 image moved by every (dy, dx) within SHIFT pixels, the edge filled with 0."""
+    images = x.reshape(-1, 8, 8)
+    copies = []
+    for dy in range(-SHIFT, SHIFT + 1):
+        for dx in range(-SHIFT, SHIFT + 1):
+            moved = np.zeros_like(images)
+            moved[:, max(dy, 0) : 8 + min(dy, 0), max(dx, 0) : 8 + min(dx, 0)] = images[
+                :, max(-dy, 0) : 8 + min(-dy, 0), max(-dx, 0) : 8 + min(-dx, 0)
+            ]
+            copies.append(moved.reshape(len(x), 64))
+    return np.vstack(copies), np.tile(y, len(copies))
+
+
+def train_digits_knn(out_dir: Path) -> dict[str, Any]:
+    knn = KNeighborsClassifier(n_neighbors=3)
+    return export(
+        make_pipeline(knn),
+        digits_pixels(),
+        "digits-knn",
+        "1.0.0",
+        out_dir,
+        # skl2onnx's default k-NN graph walks the references in a loop, so a call costs about
+        # the size of the reference set (0.1 to 0.3 s here); options={"kneighborsclassifier__
+        # optim": "cdist"} would be a hundred times faster: a fix the README names.
+        augment=shifted_copies,
+        references=f"the training images and their {(2 * SHIFT + 1) ** 2 - 1} shifted copies",
+    )
+
+
+def train_digits_linear(out_dir: Path) -> dict[str, Any]:
+    linear = LogisticRegression(max_iter=2000, random_state=SEED)
+    return export(
+        make_pipeline(StandardScaler(), linear), digits_pixels(), "digits-linear", "1.0.0", out_dir
+    )
+
+
 # name -> trainer writing model.onnx and model.json into the directory it is given.
-REGISTRY: dict[str, Callable[[Path], dict[str, Any]]] = {"iris": train_iris, "digits": train_digits}
+REGISTRY: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "iris": train_iris,
+    "digits": train_digits,
+    "iris_forest": train_iris_forest,
+    "iris_svm": train_iris_svm,
+    "iris_mlp": train_iris_mlp,
+    "digits_coarse": train_digits_coarse,
+    "digits_low": train_digits_low,
+    "digits_high": train_digits_high,
+    "digits_knn": train_digits_knn,
+    "digits_linear": train_digits_linear,
+}
 
 
 def ensure(root: Path = MODELS_ROOT) -> None:

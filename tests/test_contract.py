@@ -1,23 +1,34 @@
-"""Every HTTP service of every pattern keeps the contract under generated input: no 5xx.
+"""Every HTTP service of every pattern keeps its contract: what /docs shows, and no 5xx to
+generated or malformed input.
 
-Each implemented pattern is started from its compose file through local mode; every service
-that serves /openapi.json is fuzzed by schemathesis from that schema (examples, boundary
-coverage and random cases). Checks: no server error, answers match their documented schema,
-content type and status codes. Then every POST route is sent bodies that are not JSON, or not
-declared as JSON: one rule everywhere (415, or 422 naming what is wrong and where).
+Each implemented pattern with an HTTP service is started once from its compose file through
+local mode (one start serves this module's tests, in the order below, on one worker); every
+service that serves /openapi.json is then checked, in turn:
+- /docs: each POST route's request example, sent as is, gets the answer its response example
+  shows (before anything else has changed the pattern's state);
+- fuzzed by schemathesis from that schema (examples, boundary coverage and random cases). Checks:
+  no server error, answers match their documented schema, content type and status codes. Not its
+  stateful phase (random sequences of calls): nearly half the fuzz's time, for APIs whose state
+  (jobs, weights, records) each pattern's own end-to-end tests drive on purpose;
+- every POST route is sent bodies that are not JSON, or not declared as JSON: one rule everywhere
+  (415, or 422 naming what is wrong and where).
 """
 
+import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx2
 import pytest
 
-from shared.catalogue import Entry
+from shared.predict_route import EXAMPLE_REQUEST_ID
+from shared.readme import difference
 from shared.testing import pattern_running
-from tests.conftest import implemented
+from tests.conftest import http_patterns, openapi_services
 
 CHECKS = ",".join(
     [
@@ -29,18 +40,6 @@ CHECKS = ",".join(
 )
 
 pytestmark = pytest.mark.e2e
-
-
-def _schema_url(base: str) -> str | None:
-    """The service's schema URL; None for a service without one (404, or not HTTP at all)."""
-    try:
-        answer = httpx2.get(f"{base}/openapi.json", timeout=5)
-    except httpx2.HTTPError:
-        return None
-    if answer.status_code == 404:
-        return None
-    assert answer.status_code == 200, f"{base}/openapi.json answered {answer.status_code}"
-    return f"{base}/openapi.json"
 
 
 # (body, headers, status, words the answer must hold)
@@ -65,46 +64,98 @@ def _malformed_body_answers(url: str) -> list[str]:
     return wrong
 
 
-@pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(entry, id=entry.slug, marks=pytest.mark.xdist_group(f"contract-{entry.slug}"))
+        for entry in http_patterns()
+    ],
+)
+def services(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """name -> base URL of each service of the running pattern that serves /openapi.json."""
+    with pattern_running(request.param.path) as pattern:
+        found = openapi_services(pattern)
+        assert found, f"{request.param.slug} has no HTTP service with an OpenAPI schema"
+        yield found
+
+
+def _example(schema: dict[str, Any], openapi: dict[str, Any]) -> Any:
+    """The first example of a (referenced) schema, or None."""
+    if "$ref" in schema:
+        schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
+    return (schema.get("examples") or [None])[0]
+
+
+def _examples(base: str) -> list[tuple[str, Any, int, Any]]:
+    """(path, request example, status, response example) of each POST route with an example."""
+    openapi = httpx2.get(f"{base}/openapi.json", timeout=5).json()
+    found = []
+    for path, operations in openapi["paths"].items():
+        post = operations.get("post")
+        body = (post or {}).get("requestBody", {}).get("content", {}).get("application/json")
+        request = body and _example(body["schema"], openapi)
+        if request is None:
+            continue
+        status, answer = next(
+            (int(code), r["content"]["application/json"]["schema"])
+            for code, r in post["responses"].items()
+            if code.startswith("2") and "application/json" in r.get("content", {})
+        )
+        found.append((path, request, status, _example(answer, openapi)))
+    return found
+
+
+def test_docs_examples_are_what_the_service_answers(services: dict[str, str]) -> None:
+    wrong = []
+    for (name, base), (path, request, status, example) in (
+        (service, route) for service in services.items() for route in _examples(service[1])
+    ):
+        # The examples' own request id: an answer that depends on it (an A/B split keyed by
+        # the request id) is then the one the example shows.
+        headers = {"X-Request-ID": EXAMPLE_REQUEST_ID}
+        answer = httpx2.post(f"{base}{path}", json=request, headers=headers, timeout=10)
+        got = json.dumps(answer.json(), sort_keys=True)
+        shown = json.dumps(example, sort_keys=True)
+        diff = difference(shown, got, "/docs") if answer.status_code == status else got
+        if example is None or diff is not None:
+            wrong.append(f"{name} {path}: {answer.status_code}\n{diff}\nanswered: {got}")
+    assert not wrong, "\n\n".join(wrong)
+
+
 def test_http_services_never_answer_5xx_to_generated_input_and_refuse_malformed_bodies(
-    entry: Entry, tmp_path: Path
+    services: dict[str, str], tmp_path: Path
 ) -> None:
     schemathesis = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
     assert schemathesis
-    with pattern_running(entry.path) as pattern:
-        schemas = {
-            name: url
-            for name, ports in pattern.addresses.ports.items()
-            for port in ports
-            if (url := _schema_url(pattern.url(name, port)))
-        }
-        results = {
-            name: subprocess.run(
-                [
-                    schemathesis,
-                    "run",
-                    url,
-                    "--checks",
-                    CHECKS,
-                    "--max-examples",
-                    "40",
-                    "--seed",
-                    "1",
-                    "--request-timeout",
-                    "10",
-                    "--report-dir",
-                    str(tmp_path),
-                    "--no-color",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            for name, url in schemas.items()
-        }
-        malformed = {name: _malformed_body_answers(url) for name, url in schemas.items()}
+    schemas = {name: f"{base}/openapi.json" for name, base in services.items()}
+    results = {
+        name: subprocess.run(
+            [
+                schemathesis,
+                "run",
+                url,
+                "--checks",
+                CHECKS,
+                "--phases",
+                "examples,coverage,fuzzing",
+                "--max-examples",
+                "40",
+                "--seed",
+                "1",
+                "--request-timeout",
+                "10",
+                "--report-dir",
+                str(tmp_path),
+                "--no-color",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for name, url in schemas.items()
+    }
+    malformed = {name: _malformed_body_answers(url) for name, url in schemas.items()}
 
-    assert schemas, f"{entry.slug} has no HTTP service with an OpenAPI schema"
     for name, result in results.items():
         assert result.returncode == 0, f"{name}:\n{result.stdout[-4000:]}"
     assert malformed == {name: [] for name in schemas}

@@ -37,10 +37,12 @@ import yaml
 from uv import find_uv_bin
 
 from shared.catalogue import REPO_ROOT
+from shared.localmode import interpolate
 from tests.conftest import implemented
 
 REQUIREMENTS = REPO_ROOT / "requirements"
-TRAINING_LIBRARIES = ["sklearn", "skl2onnx", "onnx"]
+TRAINING_ROLES = {"training", "trainer"}
+TRAINING_LIBRARIES = ["sklearn", "skl2onnx", "onnx", "mlflow", "optuna", "metaflow"]
 DOCKERFILES = sorted(p for e in implemented() for p in e.path.glob("Dockerfile*"))
 COMPOSE_FILES = [e.path / "compose.yaml" for e in implemented()]
 VENV_CACHE = Path(
@@ -192,7 +194,7 @@ def _exec_form(line: str) -> list[str] | None:
     return json.loads(match.group(1)) if match else None
 
 
-def _code_copies(stage: Stage, until: int | None = None) -> list[tuple[list[str], str]]:
+def code_copies(stage: Stage, until: int | None = None) -> list[tuple[list[str], str]]:
     copies = []
     for line in stage.lines[:until]:
         words = line.split()
@@ -218,7 +220,11 @@ def _compose_runs(dockerfile: Path) -> dict[str | None, list[list[str]]]:
                 continue
             commands = runs.setdefault(build.get("target"), [])
             if isinstance(service.get("command"), list):
-                commands.append(service["command"])
+                # With compose's substitution, defaults taken (`--workers ${..._WORKERS:-2}`).
+                commands.append([interpolate(arg, {}) for arg in service["command"]])
+            if any(key.endswith("_GRPC_ADDRESS") for key in service.get("environment") or {}):
+                # The model server imports its gRPC service only when it serves one.
+                commands.append(["python", "-c", "import shared.open_inference_grpc"])
             test = (service.get("healthcheck") or {}).get("test") or []
             if test[:1] == ["CMD"]:
                 commands.append(test[1:])
@@ -230,7 +236,7 @@ def _compose_runs(dockerfile: Path) -> dict[str | None, list[list[str]]]:
 def images() -> list[Image]:
     found = []
     for dockerfile in DOCKERFILES:
-        name = str(dockerfile.relative_to(REPO_ROOT / "serving_patterns"))
+        name = str(dockerfile.relative_to(REPO_ROOT))
         all_stages = stages(dockerfile)
         by_name = {s.name: s for s in all_stages}
         runs = _compose_runs(dockerfile) or {None: []}
@@ -244,13 +250,17 @@ def images() -> list[Image]:
             source, venv = by_name[venv_copy[1].removeprefix("--from=")], venv_copy[2]
             args = dict(pip_installs(source))[venv]
             own = [c for ln in stage.lines if (c := _exec_form(ln))]  # CMD and HEALTHCHECK
+            requirements = requirements_file(source, args[-1])
             found.append(
                 Image(
                     f"{name}:{stage.name}" if target else name,
-                    requirements_file(source, args[-1]),
-                    _code_copies(stage),
+                    requirements,
+                    code_copies(stage),
                     stage.workdir,
                     list(map(list, dict.fromkeys(map(tuple, own + commands)))),  # once each
+                    # The training patterns' images (a job, a pipeline, an MLflow server) are
+                    # built from the trainer role; every other image serves.
+                    serving=requirements.stem not in TRAINING_ROLES,
                 )
             )
         # Build stages that run Python from a venv they install (training and export).
@@ -262,7 +272,7 @@ def images() -> list[Image]:
                         Image(
                             f"{name}:{stage.name}",
                             requirements_file(stage, args[-1]),
-                            _code_copies(stage, until=i),
+                            code_copies(stage, until=i),
                             stage.workdir,
                             [["python", "-m", module]],
                             serving=False,
@@ -376,7 +386,7 @@ def test_every_image_is_checked() -> None:
     # Each compose service built from a Dockerfile is among the images checked below.
     assert len({i.id for i in IMAGES}) == len(IMAGES)
     checked = {part.split(":")[0] for i in IMAGES for part in i.id.split(", ")}
-    assert {str(d.relative_to(REPO_ROOT / "serving_patterns")) for d in DOCKERFILES} <= checked
+    assert {str(d.relative_to(REPO_ROOT)) for d in DOCKERFILES} <= checked
 
 
 @pytest.mark.images

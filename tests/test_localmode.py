@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from shared.localmode import (
     AddressBook,
     LocalModeError,
     LocalPattern,
+    NoPostgres,
     RestartPolicy,
     dockerfile_instruction,
+    envsubst,
     interpolate,
     load_compose,
+    nginx_binary,
     restart_delay,
     start_order,
 )
@@ -497,3 +501,175 @@ def test_kill_9_of_make_run_leaves_no_service_running_not_even_a_restarted_one(
     finally:
         if run.poll() is None:
             os.killpg(run.pid, signal.SIGKILL)
+
+
+# --- profiles and nginx images -----------------------------------------------------------------
+
+
+def test_a_service_with_profiles_runs_only_when_compose_profiles_names_one(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        """
+services:
+  api:
+    build: .
+    command: ["run"]
+  nginx:
+    image: nginx:1.22.1-alpine
+    profiles: ["nginx", "edge"]
+  debug:
+    build: .
+    command: ["run"]
+    profiles: ["debug"]
+"""
+    )
+
+    def names(profiles: str | None) -> set[str]:
+        variables = {} if profiles is None else {"COMPOSE_PROFILES": profiles}
+        return set(load_compose(tmp_path / "compose.yaml", variables))
+
+    assert names(None) == {"api"}
+    assert names("edge") == {"api", "nginx"}
+    assert names("nginx, debug") == {"api", "nginx", "debug"}
+    assert names("*") == {"api", "nginx", "debug"}
+
+
+def test_envsubst_replaces_only_the_variables_it_is_given_as_the_nginx_image_does() -> None:
+    template = "listen ${PORT}; return 200 '$host $PORT ${UNSET} $$ $1 ${PORT}x';"
+
+    assert envsubst(template, {"PORT": "9000"}) == (
+        "listen 9000; return 200 '$host 9000 ${UNSET} $$ $1 9000x';"
+    )
+
+
+def test_bind_mounts_are_read_in_short_and_long_syntax(tmp_path: Path) -> None:
+    (tmp_path / "compose.yaml").write_text(
+        """
+services:
+  nginx:
+    image: nginx:1.22.1-alpine
+    volumes:
+      - ./conf/site.conf.template:/etc/nginx/templates/site.conf.template:ro
+      - type: bind
+        source: ./extra
+        target: /etc/nginx/conf.d/extra
+      - cache:/var/cache/nginx
+"""
+    )
+
+    service = load_compose(tmp_path / "compose.yaml", {})["nginx"]
+
+    assert service.mounts == [
+        (tmp_path / "conf" / "site.conf.template", "/etc/nginx/templates/site.conf.template"),
+        (tmp_path / "extra", "/etc/nginx/conf.d/extra"),
+    ]
+    assert service.runs_here and not service.builds
+
+
+NGINX_TEMPLATE = """
+server {
+    listen ${SITE_PORT};
+    location = /hello {
+        default_type text/plain;
+        return 200 "hello from ${SITE_NAME} via $server_protocol to ${UPSTREAM}\n";
+    }
+}
+"""
+
+
+@pytest.mark.skipif(nginx_binary() is None, reason="no nginx on this machine")
+def test_an_nginx_image_service_runs_with_the_machines_nginx_and_its_rendered_template(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "site.conf.template").write_text(NGINX_TEMPLATE)
+    (tmp_path / "compose.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "api": {"build": ".", "command": ["python", "-c", "pass"], "expose": ["8000"]},
+                    "nginx": {
+                        "image": "nginx:1.22.1-alpine",
+                        "ports": ["8088:8080"],
+                        "volumes": ["./site.conf.template:/etc/nginx/templates/site.conf.template"],
+                        "environment": {
+                            "SITE_PORT": "8080",
+                            "SITE_NAME": "${NAME:-test}",
+                            "UPSTREAM": "http://api:8000",
+                        },
+                    },
+                }
+            }
+        )
+    )
+    pattern = LocalPattern(tmp_path, ports="free", variables={}, echo=io.StringIO(), build=False)
+    with pattern:
+        port = pattern.addresses.ports["nginx"][8080]
+        api = pattern.addresses.ports["api"][8000]
+        hello = httpx2.get(f"{pattern.url('nginx')}/hello")
+        directory = Path(pattern.servers["nginx"].dir)
+        files = sorted(str(p.relative_to(directory)) for p in directory.rglob("*.conf"))
+
+    assert port != 8080  # moved, as every port of a run on free ports
+    assert hello.status_code == 200
+    # The compose variables, the address translated; nginx's own $variable left to nginx.
+    assert hello.text == f"hello from test via HTTP/1.1 to http://127.0.0.1:{api}\n"
+    assert files == ["conf.d/site.conf", "nginx.conf"]
+    assert not directory.exists()  # pid, logs and temporary files went with it
+    with pytest.raises(httpx2.ConnectError):
+        httpx2.get(f"http://127.0.0.1:{port}/hello", timeout=2)
+
+
+@pytest.mark.skipif(nginx_binary() is None, reason="no nginx on this machine")
+def test_an_nginx_configuration_that_does_not_start_is_an_error_with_nginxs_reason(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "bad.conf.template").write_text("server { listen ${PORT}; nonsense on; }\n")
+    (tmp_path / "compose.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "nginx": {
+                        "image": "nginx:1.22.1-alpine",
+                        "ports": ["8088:8080"],
+                        "volumes": ["./bad.conf.template:/etc/nginx/templates/bad.conf.template"],
+                        "environment": {"PORT": "8080"},
+                    }
+                }
+            }
+        )
+    )
+    pattern = LocalPattern(tmp_path, ports="free", variables={}, echo=io.StringIO(), build=False)
+
+    with pytest.raises(LocalModeError, match='unknown directive "nonsense"'), pattern:
+        pass
+
+
+def test_the_machines_postgresql_serves_the_database_the_compose_file_names(
+    tmp_path: Path,
+) -> None:
+    # As the image makes POSTGRES_DB on its first start: each pattern's tables in a database of
+    # their own on the machine's server, not all in `postgres`.
+    psycopg = pytest.importorskip("psycopg")
+    name = f"localmode_{uuid.uuid4().hex[:12]}"
+    postgres = {"image": "postgres:16.4-alpine", "environment": {"POSTGRES_DB": name}}
+    api = {
+        "build": ".",
+        "command": ["python", "-c", "import time; time.sleep(60)"],
+        "environment": {"DATABASE_URL": f"postgresql+psycopg://p:p@postgres:5432/{name}"},
+        "depends_on": {"postgres": {"condition": "service_started"}},
+    }
+    pattern = _pattern(tmp_path, postgres=postgres, api=api)
+    admin = "postgresql://postgres@127.0.0.1:5432/postgres"
+    try:
+        pattern.start()
+    except NoPostgres as exc:
+        pytest.skip(str(exc))
+    try:
+        given = pattern.processes["api"][0].env["DATABASE_URL"]
+        with psycopg.connect(admin, autocommit=True) as connection:
+            made = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            assert made.fetchone() == (1,)
+    finally:
+        pattern.stop()
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    assert given == f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"

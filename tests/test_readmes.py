@@ -1,23 +1,16 @@
-"""Every implemented pattern's README and /docs show what the code does.
-
-The README's Try it commands print what it shows (shared.readme), and each POST route's /docs
-example, sent as is, gets the answer its response example shows. Both run against the pattern in
-local mode; a new pattern is covered on arrival.
+"""Every implemented pattern's README shows what the code does: its Try it commands, run
+against the pattern in local mode, print what it shows (shared.readme). A new pattern is
+covered on arrival. (The /docs examples are checked with the API contract: test_contract.py.)
 """
 
-import json
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import TypedDict
 
-import httpx2
 import pytest
 
 from shared.catalogue import Entry
 from shared.readme import difference, run_try_it
-from shared.testing import pattern_running
 from tests.conftest import implemented
-
-pytestmark = pytest.mark.e2e
 
 
 class PrivateFiles(TypedDict, total=False):
@@ -35,56 +28,35 @@ def _private_files(entry: Entry, tmp_path: Path) -> PrivateFiles:
             "variables": {"ASYNCHRONOUS_SINK_DATABASE_URL": f"sqlite:///{database}"},
             "replace": {".local/asynchronous/inferences.db": database},
         }
+    if entry.path.name == "batch":  # the scheduler's run every 5 minutes would renumber the runs
+        return {
+            "variables": {
+                "BATCH_SCHEDULER_SCHEDULE": "0 0 1 1 *",
+                "BATCH_SCHEDULER_HEARTBEAT_FILE": f"{tmp_path}/heartbeat",
+            }
+        }
     return {}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
 def test_readme_try_it_prints_what_it_shows(entry: Entry, tmp_path: Path) -> None:
     assert run_try_it(entry.path, **_private_files(entry, tmp_path)) > 0
 
 
-def _example(schema: dict[str, Any], openapi: dict[str, Any]) -> Any:
-    """The first example of a (referenced) schema, or None."""
-    if "$ref" in schema:
-        schema = openapi["components"]["schemas"][schema["$ref"].rsplit("/", 1)[-1]]
-    return (schema.get("examples") or [None])[0]
-
-
-def _examples(base: str) -> list[tuple[str, Any, int, Any]]:
-    """(path, request example, status, response example) of each POST route with an example."""
-    openapi = httpx2.get(f"{base}/openapi.json", timeout=5).json()
-    found = []
-    for path, operations in openapi["paths"].items():
-        post = operations.get("post")
-        body = (post or {}).get("requestBody", {}).get("content", {}).get("application/json")
-        request = body and _example(body["schema"], openapi)
-        if request is None:
-            continue
-        status, answer = next(
-            (int(code), r["content"]["application/json"]["schema"])
-            for code, r in post["responses"].items()
-            if code.startswith("2") and "application/json" in r.get("content", {})
-        )
-        found.append((path, request, status, _example(answer, openapi)))
-    return found
-
-
-@pytest.mark.parametrize("entry", implemented(), ids=lambda e: e.slug)
-def test_docs_examples_are_what_the_service_answers(entry: Entry) -> None:
-    wrong = []
-    with pattern_running(entry.path) as pattern:
-        bases = [
-            (name, f"http://127.0.0.1:{port}")
-            for name, ports in pattern.addresses.ports.items()
-            for port in ports.values()
-        ]
-        for (name, base), (path, request, status, example) in (
-            (service, route) for service in bases for route in _examples(service[1])
-        ):
-            answer = httpx2.post(f"{base}{path}", json=request, timeout=10)
-            got = json.dumps(answer.json(), sort_keys=True)
-            shown = json.dumps(example, sort_keys=True)
-            diff = difference(shown, got, "/docs") if answer.status_code == status else got
-            if example is None or diff is not None:
-                wrong.append(f"{name} {path}: {answer.status_code}\n{diff}\nanswered: {got}")
-    assert not wrong, "\n\n".join(wrong)
+@pytest.mark.parametrize(
+    ("shown", "printed", "same"),
+    [
+        # a float's last bits, as onnxruntime's kernels on another CPU give them
+        ('{"0": 3.606e-08, "7": 0.9993}', '{"0": 3.605472542744792e-08, "7": 0.99927502}', True),
+        ("took 1.003179s at 2026-12-03T20:10:49Z", "took 2.5s at 2026-12-04T01:00:00Z", True),
+        ('{"0": 3.606e-08}', '{"0": 3.616e-08}', False),  # a real change
+        ('{"accuracy": 0.9733}', '{"accuracy": 0.9743}', False),
+        ('{"rows": 100}', '{"rows": 101}', False),  # counts are exact
+        ('{"label": "7", "p": 0.5}', '{"label": "1", "p": 0.5}', False),
+    ],
+)
+def test_outputs_match_but_for_what_changes_from_run_to_run(
+    shown: str, printed: str, same: bool
+) -> None:
+    assert (difference(shown, printed) is None) is same

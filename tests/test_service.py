@@ -1,5 +1,6 @@
 """The parts every service shares (shared/service.py), on a minimal app."""
 
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from shared.logs import RequestIdFilter
-from shared.service import Check, create_service
+from shared.service import Check, access_level, create_service
 from shared.settings import ServiceSettings
 from shared.testing import read_until_closed, requests_counted, served, wait_until
 
@@ -223,3 +224,11 @@ def test_a_client_that_leaves_mid_body_is_not_a_server_error(
     )
     assert _count(after, 500) == _count(before, 500)
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_503_is_logged_as_a_warning_and_other_5xx_as_errors() -> None:
+    # A shed or not-ready 503 is a refusal on purpose: an overload must not flood the error log.
+    assert [access_level(s) for s in (200, 404, 499, 500, 502, 503, 504)] == [
+        logging.DEBUG, logging.INFO, logging.INFO, logging.ERROR, logging.ERROR,
+        logging.WARNING, logging.ERROR,
+    ]  # fmt: skip

@@ -53,7 +53,7 @@ def create_app(settings: PredSettings | None = None) -> FastAPI:
             )
         check_rows(body.data, predictor.card.feature_names, settings.max_rows)
         return PredResponse(
-            predictions=predictor.predict(body.data),
+            predictions=await predictor.apredict(body.data),
             model_version=version,
             request_id=request_id_var.get(),
         )

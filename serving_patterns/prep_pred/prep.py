@@ -32,24 +32,19 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
         lambda: Preprocessor(settings.preprocess_path),
     )
 
+    pred = ServiceClient(
+        "the prediction service",
+        settings.pred_url,
+        settings.pred_timeout_seconds,
+        settings.pred_max_connections,
+        settings.pred_max_in_flight,
+        settings.leak_grace_seconds,
+    )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            preprocessing.loading(),
-            ServiceClient(
-                "the prediction service",
-                settings.pred_url,
-                settings.pred_timeout_seconds,
-                settings.pred_max_connections,
-                settings.pred_max_in_flight,
-                settings.leak_grace_seconds,
-            ) as pred,
-        ):
-            app.state.pred = pred
+        async with preprocessing.loading(), pred:
             yield
-
-    def pred_client_sends() -> str | None:  # runs while the lifespan holds the client
-        return app.state.pred.liveness()  # type: ignore[no-any-return]
 
     # Readiness is prep's own: its preprocessing is loaded. pred being down does not take prep
     # out of rotation, or clients would get connection errors instead of prep's clear 503.
@@ -59,8 +54,9 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
         lifespan,
         description=__doc__ or "",
         readiness={"preprocessing": preprocessing.readiness},
-        liveness={"pred client": pred_client_sends},
+        liveness={"pred client": pred.liveness},
     )
+    app.state.pred = pred  # for tests that watch its calls
 
     def loaded() -> Preprocessor:
         return preprocessing.require()
@@ -104,7 +100,7 @@ def create_app(settings: PrepSettings | None = None) -> FastAPI:
                 ]
             )
         features = preprocessor.transform(body.data)
-        answer = await call_pred(app.state.pred, features.tolist(), preprocessor.version)
+        answer = await call_pred(pred, features.tolist(), preprocessor.version)
         return PrepResponse(**answer.model_dump(), preprocess_version=preprocessor.version)
 
     async def call_pred(

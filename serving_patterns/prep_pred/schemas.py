@@ -91,7 +91,7 @@ class FeaturesRequest(BaseModel):
 
 
 # pred's answer to SAMPLE_FEATURES, and the model's to SAMPLE_IMAGE through prep: the examples
-# /docs shows are what the services answer (tests/test_readmes.py sends them).
+# /docs shows are what the services answer (tests/test_contract.py sends them).
 SAMPLE_ANSWER: dict[str, JsonValue] = {
     "predictions": [
         {

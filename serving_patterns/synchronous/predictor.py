@@ -38,7 +38,7 @@ def create_app(settings: PredictorSettings | None = None) -> FastAPI:
             # Stands in for a slow model; asyncio.sleep keeps the server answering other calls.
             await asyncio.sleep(settings.delay_seconds)
         return PredictResponse(
-            predictions=predictor.predict(body.data),
+            predictions=await predictor.apredict(body.data),
             model_version=predictor.card.version,
             request_id=request_id_var.get(),
         )

@@ -3,31 +3,17 @@
 from pydantic import Field, HttpUrl
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import ModelServiceSettings, ServiceSettings
+from shared.settings import ModelServiceSettings, UpstreamSettings
 
 
-class WebappSettings(ServiceSettings):
-    """The client-facing web app (env prefix SYNCHRONOUS_WEBAPP_)."""
+class WebappSettings(UpstreamSettings):
+    """The client-facing web app (env prefix SYNCHRONOUS_WEBAPP_); its predictor calls are
+    bounded by UpstreamSettings' timeout_seconds, max_connections and max_in_flight."""
 
     model_config = SettingsConfigDict(env_prefix="SYNCHRONOUS_WEBAPP_")
 
     predictor_url: HttpUrl = Field(
         HttpUrl("http://127.0.0.1:8011"), description="Base URL of the prediction server"
-    )
-    timeout_seconds: float = Field(
-        1.0,
-        gt=0,
-        le=60,
-        description="Deadline on the whole predictor call (connect, send, wait, read): then 504",
-    )
-    max_connections: int = Field(
-        100, gt=0, description="Size of the connection pool to the predictor"
-    )
-    max_in_flight: int = Field(
-        200,
-        gt=0,
-        description="Most predictor calls at once, waiting for a connection or holding one; "
-        "past it a request gets 503 at once",
     )
     max_rows: int = Field(
         100, gt=0, description="Most rows one request may carry; checked before the predictor call"

@@ -12,15 +12,13 @@ is down gives a 503 at once.
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx2
-from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict, ValidationError
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict
 
 from serving_patterns.synchronous.settings import WebappSettings
-from shared.http import ServiceClient
-from shared.http import detail as upstream_detail
+from shared.http import ServiceClient, read_answer
 from shared.logs import request_id_var
 from shared.schemas import (
     IRIS_SAMPLE_PREDICTIONS,
@@ -98,66 +96,26 @@ def follow_up(prediction: Prediction, min_confidence: float) -> FollowUp:
     return known
 
 
-Answer = TypeVar("Answer", bound=BaseModel)
-
-
-def read_answer(response: httpx2.Response, model: type[Answer]) -> Answer:
-    """The predictor's answer as `model`, or the HTTP error the web app's caller should get."""
-    status = response.status_code
-    if status == 200:
-        try:
-            return model.model_validate_json(response.content)
-        except ValidationError:
-            raise HTTPException(502, "the predictor's answer does not fit the contract") from None
-    detail = upstream_detail(response)
-    if status in (413, 422):
-        # The input does not fit the model (wrong width, too many rows): the caller's to fix.
-        raise HTTPException(status, detail)
-    if status == 503:
-        raise HTTPException(
-            503, f"the predictor is not ready: {detail}", headers={"Retry-After": "1"}
-        )
-    raise HTTPException(502, f"the predictor answered {status}: {detail}")
-
-
 def create_app(settings: WebappSettings | None = None) -> FastAPI:
     settings = settings or WebappSettings()
-    deadline = settings.timeout_seconds
+    # One pooled client for the app's life: connections to the predictor are reused, and every
+    # call carries the request id of the request being served.
+    predictor = ServiceClient.configured("the predictor", str(settings.predictor_url), settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # One pooled client for the app's life: connections to the predictor are reused, and
-        # every call carries the request id of the request being served.
-        async with ServiceClient(
-            "the predictor",
-            str(settings.predictor_url),
-            deadline,
-            settings.max_connections,
-            settings.max_in_flight,
-            settings.leak_grace_seconds,
-        ) as predictor:
-            app.state.predictor = predictor
+        async with predictor:
             yield
-
-    # Both checks run only while the lifespan holds the client (the app serves then).
-    async def predictor_ready() -> str | None:
-        try:
-            response = await app.state.predictor.call("GET", "/ready")
-        except HTTPException as exc:
-            return f"{settings.predictor_url}: {exc.detail}"
-        return None if response.status_code == 200 else f"predictor not ready: {response.text}"
-
-    def predictor_client_sends() -> str | None:
-        return app.state.predictor.liveness()  # type: ignore[no-any-return]
 
     app = create_service(
         "synchronous-webapp",
         settings,
         lifespan,
         description=__doc__ or "",
-        readiness={"predictor": predictor_ready},
-        liveness={"predictor client": predictor_client_sends},
+        readiness={"predictor": predictor.readiness},
+        liveness={"predictor client": predictor.liveness},
     )
+    app.state.predictor = predictor  # for tests that break its pool on purpose
 
     upstream_errors: dict[int | str, dict[str, Any]] = {
         502: {"description": "The predictor gave an answer the web app cannot use"},
@@ -168,7 +126,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
     @app.get("/metadata", tags=["model"], responses=upstream_errors)
     async def metadata(request: Request) -> Metadata:
         """The predictor's model: name, version, input schema and a sample input."""
-        response = await request.app.state.predictor.call("GET", "/metadata")
+        response = await predictor.call("GET", "/metadata")
         return read_answer(response, Metadata)
 
     @app.post(
@@ -186,7 +144,7 @@ def create_app(settings: WebappSettings | None = None) -> FastAPI:
         # the predictor's, and the caller would get a 413 about a size it did not send.
         check_rows(body.data, None, settings.max_rows)
         payload = body.model_dump_json().encode()
-        response = await request.app.state.predictor.call("POST", "/predict", payload)
+        response = await predictor.call("POST", "/predict", payload)
         answer = read_answer(response, PredictResponse)
         return WebappResponse(
             predictions=answer.predictions,

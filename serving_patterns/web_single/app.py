@@ -41,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         predictor = model.require()
         check_rows(body.data, predictor.card.feature_names, settings.max_rows)
         answer = PredictResponse(
-            predictions=predictor.predict(body.data),
+            predictions=await predictor.apredict(body.data),
             model_version=predictor.card.version,
             request_id=request_id_var.get(),
         )

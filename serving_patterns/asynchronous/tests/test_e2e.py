@@ -269,11 +269,13 @@ def _try_submit(url: str) -> str | None:
 
 
 def test_two_workers_predict_at_the_same_time_so_there_is_no_global_order(tmp_path: Path) -> None:
-    variables = _variables(tmp_path, ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="0.5")
+    variables = _variables(tmp_path, ASYNCHRONOUS_WORKER_MODEL_DELAY_SECONDS="1.0")
     with pattern_running(PATTERN, **variables) as p:
         url = p.url("proxy")
-        job_ids = [_submit(url, [SETOSA]) for _ in range(4)]
-        answers = wait_until(lambda: _finished(url, job_ids), timeout=20)
+        # At once, and more than one worker takes: both have jobs queued while the other runs
+        # one, however slowly the submits or a worker's start go.
+        job_ids = _submit_many(url, 8)
+        answers = wait_until(lambda: _finished(url, job_ids), timeout=60)
 
     assert {a["worker"] for a in answers} == {"worker@worker-1", "worker@worker-2"}
     overlapping = [

@@ -199,7 +199,11 @@ def test_400_concurrent_submits_wait_for_a_pooled_connection_instead_of_failing(
 def test_submits_past_the_in_flight_limit_are_shed_at_once_with_retry_after(
     server: RedisServer,
 ) -> None:
-    settings = _proxy(server, redis_max_connections=2, redis_max_in_flight=5)
+    # A long Redis timeout: on a loaded machine the five in flight may wait past the default 2 s
+    # for one of the two connections, and would be 503s of another kind.
+    settings = _proxy(
+        server, redis_max_connections=2, redis_max_in_flight=5, redis_timeout_seconds=15
+    )
     with served(create_app(settings)) as url:
         wait_until(lambda: httpx2.get(f"{url}/ready").status_code == 200, what="proxy ready")
         # Redis holds every write for a second: the first five submits wait in flight.

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import ExitStack
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -148,26 +149,42 @@ def test_a_job_killed_mid_chunk_loses_nothing_the_others_score_its_chunk(
             process.signal(signal.SIGCONT)  # it committed between the two looks: another go
         return None
 
+    def survivors_waiting(victim: int, held: tuple[int, int, int]) -> str | None:
+        """'waiting' once the other processes all wait on a lock (the chunk the victim holds);
+        'released' if the victim's claim ended after all (see below)."""
+        if claims().get(victim) != held:
+            return "released"
+        waiting = (
+            # Any of its sessions (it holds more than one: the run's, a chunk's claim).
+            watch.execute(
+                "SELECT bool_or(wait_event_type = 'Lock') FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name LIKE %s",
+                (f"batch-job {pid}@%",),
+            ).fetchone()
+            == (True,)
+            for pid in pids
+            if pid != victim
+        )
+        return "waiting" if all(waiting) else None
+
     try:
-        victim, (run_id, attempt, first_id) = wait_until(
-            frozen_holding_a_chunk, timeout=60, what="a job process holding a chunk"
-        )
+        while True:
+            victim, held = wait_until(
+                frozen_holding_a_chunk, timeout=60, what="a job process holding a chunk"
+            )
+            # The others score everything else, then wait on the chunk the frozen one holds.
+            seen = wait_until(
+                partial(survivors_waiting, victim, held),
+                timeout=60,
+                what="the other two processes to wait for the held chunk",
+            )
+            if seen == "waiting":
+                break
+            # Its COMMIT was already on its way to the server when it stopped: the server ended
+            # the claim after all. Let it go on and stop another one.
+            pattern.processes["job"][pids[victim]].signal(signal.SIGCONT)
+        run_id, attempt, first_id = held
         survivors = [pid for pid in pids if pid != victim]
-        # The others score everything else, then wait on the chunk the frozen one holds.
-        wait_until(
-            lambda: all(
-                # Any of its sessions (it holds more than one: the run's, a chunk's claim).
-                watch.execute(
-                    "SELECT bool_or(wait_event_type = 'Lock') FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND application_name LIKE %s",
-                    (f"batch-job {pid}@%",),
-                ).fetchone()
-                == (True,)
-                for pid in survivors
-            ),
-            timeout=60,
-            what="the other two processes to wait for the held chunk",
-        )
         pattern.kill("job", pids[victim], signal.SIGKILL)  # dies holding its claim
         exits = job_exits(pattern)
     finally:

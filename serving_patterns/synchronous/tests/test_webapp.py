@@ -20,7 +20,8 @@ from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from serving_patterns.synchronous.settings import WebappSettings
-from serving_patterns.synchronous.webapp import FOLLOW_UPS, create_app, follow_up, read_answer
+from serving_patterns.synchronous.webapp import FOLLOW_UPS, create_app, follow_up
+from shared.http import read_answer
 from shared.schemas import Prediction, PredictResponse
 from shared.testing import OrphanedConnection, served, wait_until
 
