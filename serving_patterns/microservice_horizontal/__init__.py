@@ -1,0 +1,1 @@
+"""Microservice horizontal pattern: one request fans out to independent models in parallel."""

@@ -1,0 +1,1 @@
+"""Serving template pattern: model services generated from one versioned template (copier)."""
