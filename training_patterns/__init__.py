@@ -1,0 +1,1 @@
+"""Training patterns: how models are trained, recorded, searched for and registered."""

@@ -1,0 +1,2 @@
+"""Training antipatterns: training that cannot be repeated, shipped or followed, each beside
+its fix."""

@@ -1,0 +1,1 @@
+"""Only-me (antipattern): a model trained with nothing recorded, beside a recorded run."""

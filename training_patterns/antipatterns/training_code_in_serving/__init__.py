@@ -1,0 +1,1 @@
+"""Training code in serving (antipattern): the inference code shared, the rest kept apart."""
