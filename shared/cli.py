@@ -56,14 +56,13 @@ def run(entry: Entry, local: bool, port_offset: int) -> int:
         signal.signal(sig, stop)
     try:
         pattern.start()
-        print(
-            f"{entry.name} is up: "
-            + ", ".join(
-                f"{name} {pattern.url(name)}"
-                for name, ports in pattern.addresses.ports.items()
-                if ports
-            )
-        )
+        urls = [
+            f"{name} {pattern.url(name)}"
+            for name, ports in pattern.addresses.ports.items()
+            if ports
+        ]
+        # A pattern of jobs alone (training) publishes no port: say so, not "is up: ".
+        print(f"{entry.name} is up: " + (", ".join(urls) or "no service publishes a port"))
         return pattern.wait()
     except KeyboardInterrupt:
         return 0

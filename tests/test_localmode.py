@@ -471,6 +471,19 @@ def test_ctrl_c_during_a_restart_backoff_stops_make_run_without_a_restart(tmp_pa
     )
 
 
+def test_make_run_of_a_pattern_publishing_no_port_says_so_when_it_is_up(tmp_path: Path) -> None:
+    _pattern(tmp_path, job=_service(tmp_path, "job"))
+    run, log = _make_run(tmp_path)
+    try:
+        wait_until(lambda: " is up: " in log.read_text(), timeout=30, what="the up line")
+        os.kill(run.pid, signal.SIGINT)
+        assert run.wait(timeout=20) == 0
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert "Test is up: no service publishes a port\n" in log.read_text()
+
+
 def test_kill_9_of_make_run_leaves_no_service_running_not_even_a_restarted_one(
     tmp_path: Path,
 ) -> None:
