@@ -461,9 +461,9 @@ def test_every_model_server_batches_when_its_compose_setting_says_so(
         switches[switch] = "16"
 
     with pattern_running(servers[0].entry.path, **switches) as pattern:
-        bursts = {server: _burst(pattern.url(server.service)) for server in servers}
+        bursts = [(server, _burst(pattern.url(server.service))) for server in servers]
 
-    for server, (answers, metrics) in bursts.items():
+    for server, (answers, metrics) in bursts:
         assert {a.status_code for a in answers} == {200}, f"{server}: {answers[0].text}"
         assert len({json.dumps(a.json()["predictions"][0]["label"]) for a in answers}) == 1
         batches = [
