@@ -18,7 +18,9 @@ import random
 import sys
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx2
 
@@ -52,6 +54,17 @@ def converts(row: list[float], label: str, draw: float) -> bool:
     return draw < (CONVERT_IF_RIGHT if right else CONVERT_IF_WRONG)
 
 
+# How users behave: whether a user shown `prediction` (an answer's prediction: its label and
+# probabilities) for `row` converts, `draw` a uniform number in [0, 1). Another pattern's
+# simulated users pass their own to run() and main().
+Population = Callable[[list[float], dict[str, Any], float], bool]
+
+
+def by_label(row: list[float], prediction: dict[str, Any], draw: float) -> bool:
+    """This pattern's users: only whether the label is right counts (converts)."""
+    return converts(row, prediction["label"], draw)
+
+
 @dataclass
 class Visit:
     user_id: str
@@ -60,21 +73,34 @@ class Visit:
     converted: bool
 
 
-async def visit(client: httpx2.AsyncClient, user_id: str, row: list[float], draw: float) -> Visit:
+async def visit(
+    client: httpx2.AsyncClient,
+    user_id: str,
+    row: list[float],
+    draw: float,
+    population: Population = by_label,
+) -> Visit:
     """One user's prediction for `row` and, maybe, conversion."""
     request_id = uuid.uuid4().hex
     headers = {USER_HEADER: user_id, "X-Request-ID": request_id}
     response = await client.post("/predict", json={"data": [row]}, headers=headers)
     response.raise_for_status()
     answer = response.json()
-    converted = converts(row, answer["predictions"][0]["label"], draw)
+    converted = population(row, answer["predictions"][0], draw)
     if converted:
         event = {"request_id": request_id, "user_id": user_id, "event": "conversion"}
         (await client.post("/events", json=event)).raise_for_status()
     return Visit(user_id, request_id, answer["variant"], converted)
 
 
-async def run(url: str, requests: int, users: int, concurrency: int, seed: int) -> list[Visit]:
+async def run(
+    url: str,
+    requests: int,
+    users: int,
+    concurrency: int,
+    seed: int,
+    population: Population = by_label,
+) -> list[Visit]:
     """`requests` visits of `users` users, `concurrency` at once. Who visits, with which flower,
     and whether they would convert are drawn first, from `seed`: the same seed gives the same
     visits, whatever the order the answers come back in."""
@@ -86,12 +112,12 @@ async def run(url: str, requests: int, users: int, concurrency: int, seed: int) 
 
         async def one(user_id: str, row: list[float], draw: float) -> Visit:
             async with gate:
-                return await visit(client, user_id, row, draw)
+                return await visit(client, user_id, row, draw, population)
 
         return await asyncio.gather(*(one(*step) for step in plan))
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, population: Population = by_label) -> int:
     parser = argparse.ArgumentParser(description="Simulated users: predictions and conversions")
     parser.add_argument("--url", default="http://localhost:8220", help="the proxy (or nginx)")
     parser.add_argument("--requests", type=int, default=500, help="predictions to ask for")
@@ -99,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8, help="requests at once")
     parser.add_argument("--seed", type=int, default=1, help="the users' and flowers' seed")
     args = parser.parse_args(argv)
-    visits = asyncio.run(run(args.url, args.requests, args.users, args.concurrency, args.seed))
+    visits = asyncio.run(
+        run(args.url, args.requests, args.users, args.concurrency, args.seed, population)
+    )
     served = Counter(v.variant for v in visits)
     converted = Counter(v.variant for v in visits if v.converted)
     for variant in sorted(served):
