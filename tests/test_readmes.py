@@ -3,6 +3,7 @@ against the pattern in local mode, print what it shows (shared.readme). A new pa
 covered on arrival. (The /docs examples are checked with the API contract: test_contract.py.)
 """
 
+import re
 from pathlib import Path
 from typing import TypedDict
 
@@ -20,22 +21,24 @@ class PrivateFiles(TypedDict, total=False):
     replace: dict[str, str]
 
 
+# A compose variable naming a scheduler's cron schedule or its heartbeat file.
+SCHEDULER_VARIABLE = re.compile(r"\$\{(\w+_(?:SCHEDULE|HEARTBEAT_FILE))\b")
+
+
 def _private_files(entry: Entry, tmp_path: Path) -> PrivateFiles:
-    """What a pattern's README run needs so as not to touch the checkout's own files."""
+    """What a pattern's README run needs so as not to touch the checkout's own files, and so that
+    no scheduler's tick (every 5 minutes for batch, 03:00 for the training jobs) adds a run to
+    what the README shows: every schedule is set to midnight on 1 January, every heartbeat file
+    to one of the test's own."""
+    variables = {
+        name: f"{tmp_path}/{name.lower()}" if name.endswith("_FILE") else "0 0 1 1 *"
+        for name in SCHEDULER_VARIABLE.findall((entry.path / "compose.yaml").read_text())
+    }
     if entry.path.name == "asynchronous":  # the sink's SQLite file
         database = f"{tmp_path}/inferences.db"
-        return {
-            "variables": {"ASYNCHRONOUS_SINK_DATABASE_URL": f"sqlite:///{database}"},
-            "replace": {".local/asynchronous/inferences.db": database},
-        }
-    if entry.path.name == "batch":  # the scheduler's run every 5 minutes would renumber the runs
-        return {
-            "variables": {
-                "BATCH_SCHEDULER_SCHEDULE": "0 0 1 1 *",
-                "BATCH_SCHEDULER_HEARTBEAT_FILE": f"{tmp_path}/heartbeat",
-            }
-        }
-    return {}
+        variables["ASYNCHRONOUS_SINK_DATABASE_URL"] = f"sqlite:///{database}"
+        return {"variables": variables, "replace": {".local/asynchronous/inferences.db": database}}
+    return {"variables": variables}
 
 
 @pytest.mark.e2e
