@@ -41,6 +41,7 @@ ERROR_TAG = "error"  # a failed run's error, one line; its traceback is the arte
 # Tags of a registered model version: what made it, and how good it is.
 DATA_VERSION_TAG = "data_version"
 CODE_VERSION_TAG = "code_version"
+GATE_TAG = "gate"  # on a run and its model version: the evaluation gate passed or rejected
 ALIAS_ATTEMPTS = 3
 
 
@@ -167,6 +168,30 @@ def set_alias(client: MlflowClient, name: str, alias: str, version: str | int) -
             if "unique" not in str(exc).lower() or attempt == ALIAS_ATTEMPTS - 1:
                 raise
             logger.info("alias %s of %s set meanwhile by another job: again", alias, name)
+
+
+def gate(
+    client: MlflowClient,
+    run: Run,
+    version: ModelVersion,
+    accuracy: float,
+    min_accuracy: float,
+    alias: str,
+) -> bool:
+    """The evaluation gate: the version gets the serving alias only when its test accuracy is at
+    least min_accuracy. The verdict, passed or rejected, is tagged on the version and the run."""
+    promoted = accuracy >= min_accuracy
+    verdict = "passed" if promoted else "rejected"
+    name, number = version.name, str(version.version)
+    if promoted:
+        set_alias(client, name, alias, number)
+    client.set_model_version_tag(name, number, GATE_TAG, verdict)
+    log_run(client, run, tags={GATE_TAG: verdict})
+    logger.info(
+        "%s version %s: test accuracy %.4f, gate %s (min %.4f)%s",
+        name, number, accuracy, verdict, min_accuracy, f": now {alias}" if promoted else "",
+    )  # fmt: skip
+    return promoted
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

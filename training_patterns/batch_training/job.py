@@ -41,7 +41,6 @@ logger = logging.getLogger(__name__)
 
 STEPS = ["gather", "validate", "preprocess", "train", "register", "gate"]
 FAILED_STEP_TAG = "failed_step"
-GATE_TAG = "gate"  # on the run and the version: passed or rejected
 
 
 @dataclass(frozen=True)
@@ -148,19 +147,10 @@ def run_job(settings: TrainerSettings, client: MlflowClient) -> Outcome:
 
         with step(client, run, "gate"):
             accuracy = evaluation["test_accuracy"]
-            promoted = accuracy >= settings.min_accuracy
-            verdict = "passed" if promoted else "rejected"
-            name, number = settings.model_name, str(version.version)
-            if promoted:
-                tracking.set_alias(client, name, settings.serving_alias, number)
-            client.set_model_version_tag(name, number, GATE_TAG, verdict)
-            tracking.log_run(client, run, tags={GATE_TAG: verdict})
-            logger.info(
-                "%s version %s: test accuracy %.4f, gate %s (min %.4f)%s",
-                name, number, accuracy, verdict, settings.min_accuracy,
-                f": now {settings.serving_alias}" if promoted else "",
-            )  # fmt: skip
-    return Outcome(run.info.run_id, number, accuracy, promoted)
+            promoted = tracking.gate(
+                client, run, version, accuracy, settings.min_accuracy, settings.serving_alias
+            )
+    return Outcome(run.info.run_id, str(version.version), accuracy, promoted)
 
 
 def _work_dir(settings: TrainerSettings) -> Path:

@@ -13,7 +13,8 @@ import logging
 from mlflow import MlflowClient
 
 from shared import tracking
-from training_patterns.batch_training.job import FAILED_STEP_TAG, GATE_TAG
+from shared.tracking import GATE_TAG
+from training_patterns.batch_training.job import FAILED_STEP_TAG
 from training_patterns.batch_training.settings import TrainerSettings
 
 COLUMNS = "{:<32}  {:<8}  {:<10}  {:>7}  {:>8}  {:<12}  {:>7}  {}"

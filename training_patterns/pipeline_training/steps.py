@@ -44,8 +44,6 @@ REFRESH_FLOW = "DataRefreshFlow"
 TEST_SIZE = 0.25  # shared.training.export's held-out share: evaluate holds out the same rows
 MODEL_FILES = ("model.onnx", "model.json")
 REEVALUATED_TAG = "reevaluated"  # on a version: its accuracy on the data version named
-GATE_TAG = "gate"  # batch training's (job.GATE_TAG), which its runs table reads; its own here,
-# so that register does not import the batch job, and scikit-learn with it
 
 
 class InjectedFailure(RuntimeError):
@@ -215,19 +213,10 @@ def register(
                 data_version=data_version, code_version=code_version,
             )  # fmt: skip
         accuracy = evaluation["test_accuracy"]
-        promoted = accuracy >= settings.min_accuracy
-        verdict = "passed" if promoted else "rejected"
-        name, number = settings.model_name, str(version.version)
-        if promoted:
-            tracking.set_alias(client, name, settings.serving_alias, number)
-        client.set_model_version_tag(name, number, GATE_TAG, verdict)
-        tracking.log_run(client, run, tags={GATE_TAG: verdict})
-    logger.info(
-        "%s version %s: test accuracy %.4f, gate %s (min %.4f)%s",
-        name, number, accuracy, verdict, settings.min_accuracy,
-        f": now {settings.serving_alias}" if promoted else "",
-    )  # fmt: skip
-    return Outcome(run.info.run_id, number, accuracy, promoted)
+        promoted = tracking.gate(
+            client, run, version, accuracy, settings.min_accuracy, settings.serving_alias
+        )
+    return Outcome(run.info.run_id, str(version.version), accuracy, promoted)
 
 
 # --- the runs' artefacts, read back -------------------------------------------------------------
