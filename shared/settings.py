@@ -24,6 +24,19 @@ class ServiceSettings(BaseSettings):
     )
 
 
+def job_config(env_prefix: str, populate_by_name: bool = False) -> SettingsConfigDict:
+    """The settings of a job or a process that is not an HTTP service (a batch job, a training
+    step, a scheduler): its own env prefix, frozen, other variables ignored, and an empty value
+    taken as not set, since compose passes "${VAR:-}" as an empty string."""
+    return SettingsConfigDict(
+        env_prefix=env_prefix,
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
+        populate_by_name=populate_by_name,
+    )
+
+
 class UpstreamSettings(ServiceSettings):
     """A service that calls another (a model server): how its calls are bounded
     (shared.http.ServiceClient.configured). The upstream's URL is the service's own field."""

@@ -11,21 +11,9 @@ from typing import Annotated, Literal
 
 from croniter import croniter
 from pydantic import AliasChoices, Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from shared.settings import ServiceSettings
-
-
-def _config(env_prefix: str) -> SettingsConfigDict:
-    return SettingsConfigDict(
-        env_prefix=env_prefix,
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        # compose passes "${BATCH_JOB_FINISH_BY:-}" as an empty string: that means "not set".
-        env_ignore_empty=True,
-    )
-
+from shared.settings import ServiceSettings, job_config
 
 # The two settings every service reads alike: named by an alias, outside the service's prefix.
 DatabaseUrl = Annotated[
@@ -44,7 +32,7 @@ LogLevel = Annotated[
 class JobSettings(BaseSettings):
     """The batch job: score every row that lacks a prediction, then exit."""
 
-    model_config = _config("BATCH_JOB_")
+    model_config = job_config("BATCH_JOB_", populate_by_name=True)
 
     database_url: DatabaseUrl
     log_level: LogLevel
@@ -105,7 +93,7 @@ def _is_number(text: str) -> bool:
 class SeedSettings(BaseSettings):
     """The demo data: iris-like rows in the input table, a few of them unscorable."""
 
-    model_config = _config("BATCH_SEED_")
+    model_config = job_config("BATCH_SEED_", populate_by_name=True)
 
     database_url: DatabaseUrl
     log_level: LogLevel
@@ -118,7 +106,7 @@ class SeedSettings(BaseSettings):
 class SchedulerSettings(BaseSettings):
     """The job management server: starts the job on a cron schedule."""
 
-    model_config = _config("BATCH_SCHEDULER_")
+    model_config = job_config("BATCH_SCHEDULER_", populate_by_name=True)
 
     log_level: LogLevel
     schedule: str = Field(
@@ -139,7 +127,7 @@ class SchedulerSettings(BaseSettings):
 class ApiSettings(ServiceSettings):
     """The read API over the tables (/data/all, /data/predicted, /data/unpredicted, ...)."""
 
-    model_config = _config("BATCH_API_")
+    model_config = job_config("BATCH_API_", populate_by_name=True)
 
     database_url: DatabaseUrl
     log_level: LogLevel

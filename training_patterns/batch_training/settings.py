@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.settings import ModelServiceSettings
+from shared.settings import ModelServiceSettings, job_config
 
 if TYPE_CHECKING:
     from serving_patterns.batch.settings import SchedulerSettings as BatchSchedulerSettings
@@ -20,17 +20,10 @@ if TYPE_CHECKING:
 CHAMPION_DIR = ".local/batch_training/champion"
 
 
-def _config(env_prefix: str) -> SettingsConfigDict:
-    # compose passes "${VAR:-}" as an empty string: that means "not set".
-    return SettingsConfigDict(
-        env_prefix=env_prefix, extra="ignore", frozen=True, env_ignore_empty=True
-    )
-
-
 class TrainerSettings(BaseSettings):
     """The training job: gather, validate, preprocess, train, evaluate, export, record."""
 
-    model_config = _config("BATCH_TRAINING_TRAINER_")
+    model_config = job_config("BATCH_TRAINING_TRAINER_")
 
     log_level: str = Field("INFO", description="Python log level")
     tracking_uri: str = Field(
@@ -71,7 +64,7 @@ class TrainerSettings(BaseSettings):
 class SchedulerSettings(BaseSettings):
     """The job management server: starts the trainer on a cron schedule."""
 
-    model_config = _config("BATCH_TRAINING_SCHEDULER_")
+    model_config = job_config("BATCH_TRAINING_SCHEDULER_")
 
     log_level: str = Field("INFO", description="Python log level")
     schedule: str = Field(
@@ -103,7 +96,7 @@ class SchedulerSettings(BaseSettings):
 class FetchSettings(BaseSettings):
     """The one-shot that downloads the serving alias's model for the predictor."""
 
-    model_config = _config("BATCH_TRAINING_FETCH_")
+    model_config = job_config("BATCH_TRAINING_FETCH_")
 
     log_level: str = Field("INFO", description="Python log level")
     tracking_uri: str = Field("http://127.0.0.1:5000", description="The MLflow server")

@@ -10,20 +10,11 @@ MLflow server is configured on its command line in compose.yaml.
 from typing import Annotated
 
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings import job_config
 
 PREFIX = "PARAMETER_ARCHITECTURE_SEARCH_"
-
-
-def _config(env_prefix: str) -> SettingsConfigDict:
-    # compose passes "${VAR:-}" as an empty string: that means "not set".
-    return SettingsConfigDict(
-        env_prefix=env_prefix,
-        extra="ignore",
-        frozen=True,
-        populate_by_name=True,
-        env_ignore_empty=True,
-    )
 
 
 def _common(name: str, *fallbacks: str) -> AliasChoices:
@@ -85,7 +76,7 @@ LogLevel = Annotated[
 class WorkerSettings(BaseSettings):
     """A search worker: joins the study and runs trials until the budget is spent."""
 
-    model_config = _config(f"{PREFIX}WORKER_")
+    model_config = job_config(f"{PREFIX}WORKER_", populate_by_name=True)
 
     storage: Storage
     storage_schema: StorageSchema
@@ -117,7 +108,7 @@ class RegisterSettings(BaseSettings):
     """The one-shot after the workers: the best trial's model, registered with its evaluation,
     and Optuna's charts of the study."""
 
-    model_config = _config(f"{PREFIX}REGISTER_")
+    model_config = job_config(f"{PREFIX}REGISTER_", populate_by_name=True)
 
     storage: Storage
     storage_schema: StorageSchema

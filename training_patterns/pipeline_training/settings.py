@@ -9,8 +9,9 @@ to the flows it starts. Metaflow reads its own variables (METAFLOW_*) when it is
 import os
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
+from shared.settings import job_config
 from training_patterns.batch_training.settings import TrainerSettings
 
 STEPS = ["gather", "validate", "preprocess", "train", "evaluate", "register"]
@@ -33,18 +34,11 @@ def metaflow_environment() -> None:
         os.environ.setdefault(name, value)
 
 
-def _config(env_prefix: str) -> SettingsConfigDict:
-    # compose passes "${VAR:-}" as an empty string: that means "not set".
-    return SettingsConfigDict(
-        env_prefix=env_prefix, extra="ignore", frozen=True, env_ignore_empty=True
-    )
-
-
 class PipelineSettings(TrainerSettings):
     """The steps: where the rows come from, the model, the model repository and the gate, as
     batch training's job has them (its settings, under this pattern's prefix), and the drill."""
 
-    model_config = _config("PIPELINE_TRAINING_PIPELINE_")
+    model_config = job_config("PIPELINE_TRAINING_PIPELINE_")
 
     experiment: str = Field("pipeline-training", description="MLflow experiment of the runs")
     fail_at: str = Field(
@@ -64,7 +58,7 @@ class PipelineSettings(TrainerSettings):
 class SchedulerSettings(BaseSettings):
     """The job management server: the data refresh and the training at their own cadences."""
 
-    model_config = _config("PIPELINE_TRAINING_SCHEDULER_")
+    model_config = job_config("PIPELINE_TRAINING_SCHEDULER_")
 
     log_level: str = Field("INFO", description="Python log level")
     refresh_schedule: str = Field(

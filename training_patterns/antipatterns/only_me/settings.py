@@ -6,22 +6,17 @@ its choices are literals in its cells, which is part of the antipattern.
 """
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
+
+from shared.settings import job_config
 
 REQUIREMENTS = "requirements/trainer.txt"
-
-
-def _config(env_prefix: str) -> SettingsConfigDict:
-    # compose passes "${VAR:-}" as an empty string: that means "not set".
-    return SettingsConfigDict(
-        env_prefix=env_prefix, extra="ignore", frozen=True, env_ignore_empty=True
-    )
 
 
 class TrainerSettings(BaseSettings):
     """The recorded training run."""
 
-    model_config = _config("ONLY_ME_TRAINER_")
+    model_config = job_config("ONLY_ME_TRAINER_")
 
     log_level: str = Field("INFO", description="Python log level")
     tracking_uri: str = Field("http://127.0.0.1:5040", description="The MLflow server")
@@ -41,7 +36,7 @@ class TrainerSettings(BaseSettings):
 class ReproducerSettings(BaseSettings):
     """The re-run of a registered version from what the registry holds."""
 
-    model_config = _config("ONLY_ME_REPRODUCER_")
+    model_config = job_config("ONLY_ME_REPRODUCER_")
 
     log_level: str = Field("INFO", description="Python log level")
     tracking_uri: str = Field("http://127.0.0.1:5040", description="The MLflow server")

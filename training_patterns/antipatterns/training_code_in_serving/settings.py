@@ -8,9 +8,9 @@ variables, so the serving process holds the warehouse's URL and password it neve
 """
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
-from shared.settings import ModelServiceSettings
+from shared.settings import ModelServiceSettings, job_config
 
 MODEL_DIR = ".local/training_code_in_serving/model"
 # A stand-in for an internal warehouse: the host does not resolve outside a company network, and
@@ -18,17 +18,10 @@ MODEL_DIR = ".local/training_code_in_serving/model"
 WAREHOUSE_URL = "postgresql://analyst:analyst-password@dwh.internal:5432/warehouse"
 
 
-def _config(env_prefix: str) -> SettingsConfigDict:
-    # compose passes "${VAR:-}" as an empty string: that means "not set".
-    return SettingsConfigDict(
-        env_prefix=env_prefix, extra="ignore", frozen=True, env_ignore_empty=True
-    )
-
-
 class TrainerSettings(BaseSettings):
     """The training job: read, tune, fit, export."""
 
-    model_config = _config("TRAINING_CODE_IN_SERVING_TRAINER_")
+    model_config = job_config("TRAINING_CODE_IN_SERVING_TRAINER_")
 
     log_level: str = Field("INFO", description="Python log level")
     warehouse_url: SecretStr = Field(
@@ -43,7 +36,7 @@ class TrainerSettings(BaseSettings):
 class ServerSettings(ModelServiceSettings):
     """The model server: only what serving needs."""
 
-    model_config = _config("TRAINING_CODE_IN_SERVING_SERVER_")
+    model_config = job_config("TRAINING_CODE_IN_SERVING_SERVER_")
 
     model_dir: str = Field(MODEL_DIR, description="Directory of the exported model")
 
@@ -52,7 +45,7 @@ class BadServerSettings(ServerSettings):
     """The antipattern's server settings: the trainer's, grown a model directory. It reads the
     trainer's variables (TRAINING_CODE_IN_SERVING_TRAINER_*), the warehouse's URL included."""
 
-    model_config = _config("TRAINING_CODE_IN_SERVING_TRAINER_")
+    model_config = job_config("TRAINING_CODE_IN_SERVING_TRAINER_")
 
     warehouse_url: SecretStr = Field(
         SecretStr(WAREHOUSE_URL), description="Copied from training: unused, but held"
