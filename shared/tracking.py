@@ -26,6 +26,7 @@ import time
 import traceback
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -170,6 +171,16 @@ def set_alias(client: MlflowClient, name: str, alias: str, version: str | int) -
             logger.info("alias %s of %s set meanwhile by another job: again", alias, name)
 
 
+@dataclass(frozen=True)
+class Gated:
+    """A training run's outcome: the version it registered and the gate's verdict on it."""
+
+    run_id: str
+    version: str
+    test_accuracy: float
+    promoted: bool
+
+
 def gate(
     client: MlflowClient,
     run: Run,
@@ -177,7 +188,7 @@ def gate(
     accuracy: float,
     min_accuracy: float,
     alias: str,
-) -> bool:
+) -> Gated:
     """The evaluation gate: the version gets the serving alias only when its test accuracy is at
     least min_accuracy. The verdict, passed or rejected, is tagged on the version and the run."""
     promoted = accuracy >= min_accuracy
@@ -191,7 +202,7 @@ def gate(
         "%s version %s: test accuracy %.4f, gate %s (min %.4f)%s",
         name, number, accuracy, verdict, min_accuracy, f": now {alias}" if promoted else "",
     )  # fmt: skip
-    return promoted
+    return Gated(run.info.run_id, number, accuracy, promoted)
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

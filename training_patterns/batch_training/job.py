@@ -21,7 +21,6 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +40,6 @@ logger = logging.getLogger(__name__)
 
 STEPS = ["gather", "validate", "preprocess", "train", "register", "gate"]
 FAILED_STEP_TAG = "failed_step"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    run_id: str
-    version: str
-    test_accuracy: float
-    promoted: bool
 
 
 @contextmanager
@@ -81,7 +72,7 @@ def preprocess(valid: data.Validated) -> Dataset:
     return Dataset(x, y, iris.labels, iris.feature_names)
 
 
-def run_job(settings: TrainerSettings, client: MlflowClient) -> Outcome:
+def run_job(settings: TrainerSettings, client: MlflowClient) -> tracking.Gated:
     code_version = settings.code_version or tracking.code_version()
     tags = {tracking.CODE_VERSION_TAG: code_version}
     with tracking.recorded_run(client, settings.experiment, tags=tags) as run:
@@ -147,10 +138,10 @@ def run_job(settings: TrainerSettings, client: MlflowClient) -> Outcome:
 
         with step(client, run, "gate"):
             accuracy = evaluation["test_accuracy"]
-            promoted = tracking.gate(
+            gated = tracking.gate(
                 client, run, version, accuracy, settings.min_accuracy, settings.serving_alias
             )
-    return Outcome(run.info.run_id, str(version.version), accuracy, promoted)
+    return gated
 
 
 def _work_dir(settings: TrainerSettings) -> Path:

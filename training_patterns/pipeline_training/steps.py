@@ -22,7 +22,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
     import numpy as np
     from mlflow import MlflowClient
 
+    from shared.tracking import Gated
     from shared.training import Dataset
     from training_patterns.batch_training import data
 
@@ -161,14 +161,6 @@ def evaluate(model: dict[str, bytes], dataset: "Dataset") -> dict[str, float]:
     }
 
 
-@dataclass(frozen=True)
-class Outcome:
-    run_id: str
-    version: str
-    test_accuracy: float
-    promoted: bool
-
-
 def register(
     client: "MlflowClient",
     settings: PipelineSettings,
@@ -177,7 +169,7 @@ def register(
     data_run: str,
     refresh: dict[str, Any],
     pipeline_run: str,
-) -> Outcome:
+) -> "Gated":
     """(6) The model repository: a run with the pipeline's record, a new model version tagged
     with its evaluation, data version and code version; the gate moves the serving alias.
     refresh: what the data run data_run stored (its data_version, counts and rejected rows)."""
@@ -213,10 +205,10 @@ def register(
                 data_version=data_version, code_version=code_version,
             )  # fmt: skip
         accuracy = evaluation["test_accuracy"]
-        promoted = tracking.gate(
+        gated = tracking.gate(
             client, run, version, accuracy, settings.min_accuracy, settings.serving_alias
         )
-    return Outcome(run.info.run_id, str(version.version), accuracy, promoted)
+    return gated
 
 
 # --- the runs' artefacts, read back -------------------------------------------------------------
