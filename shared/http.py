@@ -34,6 +34,11 @@ from shared.settings import UpstreamSettings
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER = {"Retry-After": "1"}
+# An idle pooled connection is dropped after this, before the upstream's uvicorn closes it (its
+# --timeout-keep-alive, 5 s by default): with both at 5 s (httpx's default), a call that takes
+# a connection in the instant uvicorn closes it fails before any answer (a 503 under load, seen
+# in CI), a race no retry of a POST can make safe. Keep it below every upstream's idle timeout.
+KEEPALIVE_EXPIRY_SECONDS = 2.0
 
 
 async def _pass_request_id(request: httpx2.Request) -> None:
@@ -90,6 +95,7 @@ class ServiceClient:
             limits=httpx2.Limits(
                 max_connections=self.max_connections,
                 max_keepalive_connections=self.max_connections,
+                keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS,
             ),
             event_hooks={"request": [_pass_request_id]},
         )

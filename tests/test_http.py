@@ -6,9 +6,10 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+import uvicorn
 from fastapi import HTTPException
 
-from shared.http import ServiceClient
+from shared.http import KEEPALIVE_EXPIRY_SECONDS, ServiceClient
 from shared.testing import OrphanedConnection
 
 pytestmark = pytest.mark.anyio  # anyio's pytest plugin runs the async tests, on asyncio
@@ -40,6 +41,10 @@ async def upstream(delay_seconds: float) -> AsyncIterator[str]:
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     async with server:
         yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+def _url(server: asyncio.Server) -> str:
+    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
 
 async def outcome(client: ServiceClient, path: str) -> int:
@@ -130,3 +135,34 @@ async def test_liveness_reports_a_slot_held_by_no_call_once_it_outlives_the_grac
     assert first is None
     assert later is not None
     assert later.startswith("client of up: 1 of 4 pooled connections held by no call for 0 s")
+
+
+async def test_an_idle_connection_is_dropped_before_the_upstream_closes_it_under_a_call() -> None:
+    # The upstream closes a connection idle for IDLE seconds, and a request that comes in that
+    # instant is lost: modelled here as a server that closes, without an answer, a connection
+    # whose next request comes IDLE seconds or more after its last answer (uvicorn's keep-alive
+    # timeout firing as the request arrives). The client must not reuse such a connection.
+    idle = KEEPALIVE_EXPIRY_SECONDS + 0.5
+    assert idle <= uvicorn.Config("app:app").timeout_keep_alive  # the real one is longer still
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        answered = None
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):  # client gone
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if answered is not None and time.monotonic() - answered >= idle:
+                    writer.close()  # closing as the request arrives: no answer
+                    return
+                assert head.startswith(b"GET /")
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+                answered = time.monotonic()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    async with server, ServiceClient("upstream", _url(server), 5.0) as client:
+        assert await outcome(client, "/fast") == 200
+        await asyncio.sleep(idle + 0.1)  # idle past the upstream's limit
+        assert await outcome(client, "/fast") == 200  # not 503: a new connection
+    assert connections == 2
