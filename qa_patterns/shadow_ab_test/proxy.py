@@ -3,7 +3,7 @@ copy of every request, which it answers to nobody.
 
 - A is called as any upstream is (shared.http.ServiceClient: one deadline, 503/504 naming it),
   and its answer goes back to the client unchanged.
-- The copy to B is started before A is called, as a task of its own (`Shadow.send`), and the
+- The copy to B is started once A has answered, as a task of its own (`Shadow.send`), and the
   request never waits for it: B slow, failing or down changes nothing the client sees. B has its
   own deadline (`b_timeout_seconds`), after which the proxy lets go of the copy, and at most
   `b_max_in_flight` copies wait on B at once: beyond that a copy is skipped and counted, so a
@@ -173,9 +173,14 @@ def create_app(settings: ProxySettings | None = None) -> FastAPI:
         to nobody."""
         body = await request.body()
         parse_body(body, PredictRequest)  # A and B get well-formed input only
-        request.app.state.shadow.send(body)
-        response = await model_a.call("POST", "/predict", body)
-        read_answer(response, PredictResponse, "model A")  # an error of A's is the client's
+        try:
+            response = await model_a.call("POST", "/predict", body)
+            read_answer(response, PredictResponse, "model A")  # an error of A's is the client's
+        finally:
+            # B's copy starts once A has answered, whatever A answered. Its task first runs when
+            # this request next waits, which with uvicorn is after the answer is written: the
+            # copy's work (building and sending B's request) stays out of the client's latency.
+            request.app.state.shadow.send(body)
         return Response(response.content, media_type="application/json")
 
     upstream_errors: dict[int | str, dict[str, Any]] = {
